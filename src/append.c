@@ -1,0 +1,349 @@
+/*
+ * append.c
+ *		eventsourced.append(): the optimistic concurrency check and the write.
+ *
+ * An append locks the entity (a transaction-level advisory lock keyed by a
+ * hash of type and id), so appends to one entity serialize and appends to
+ * different entities never wait for each other.  Under the lock it looks up
+ * the entity's last seq_no, including rows that other transactions are
+ * still writing, compares it with the writer's expectation and inserts the
+ * rows directly into the heap and its indexes: no SQL is parsed or planned.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "access/stratnum.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/executor.h"
+#include "miscadmin.h"
+#include "nodes/makefuncs.h"
+#include "storage/lmgr.h"
+#include "tcop/utility.h"
+#include "utils/array.h"
+#include "utils/builtins.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/rel.h"
+#include "utils/timestamp.h"
+#include "utils/typcache.h"
+
+#if PG_VERSION_NUM >= 160000
+#define es_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
+#else
+#define es_insert_index_tuples(rri, slot, estate) \
+	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
+#endif
+
+/* The open events table and what inserting into it needs */
+typedef struct EsWriter
+{
+	Relation	events;
+	Relation	pkey;
+	Relation	event_id_idx;
+	EState	   *estate;
+	ResultRelInfo *rri;
+	TupleTableSlot *slot;
+	Oid			position_seq;
+} EsWriter;
+
+/* Serialize writers of one entity until the end of the transaction */
+static void
+es_lock_entity(const EsEntity *entity)
+{
+	uint64		h;
+	LOCKTAG		tag;
+
+	h = hash_any_extended((unsigned char *) VARDATA_ANY(entity->type),
+						  VARSIZE_ANY_EXHDR(entity->type), 0);
+	h = hash_any_extended((unsigned char *) VARDATA_ANY(entity->id),
+						  VARSIZE_ANY_EXHDR(entity->id), h);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 ES_LOCK_ENTITY);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+}
+
+/* Open the events table and its indexes for inserting */
+static void
+es_writer_open(EsWriter *w)
+{
+	const EsCatalog *cat = es_catalog();
+
+	w->events = table_open(cat->events, RowExclusiveLock);
+	w->pkey = index_open(cat->events_pkey, RowExclusiveLock);
+	w->event_id_idx = index_open(cat->events_event_id_key, RowExclusiveLock);
+	w->position_seq = cat->position_seq;
+	w->estate = CreateExecutorState();
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->events, 1, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+	w->slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->events),
+									 &TTSOpsVirtual);
+}
+
+/* Close what es_writer_open opened */
+static void
+es_writer_close(EsWriter *w)
+{
+	ExecCloseIndices(w->rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	index_close(w->event_id_idx, RowExclusiveLock);
+	index_close(w->pkey, RowExclusiveLock);
+	table_close(w->events, RowExclusiveLock);
+}
+
+/*
+ * The seq_no under which this entity already holds event_id, or 0.  An
+ * event_id held by another entity is an error: ids are global.
+ */
+static int64
+es_held_event_id(EsWriter *w, const EsEntity *entity, pg_uuid_t *event_id)
+{
+	ScanKeyData key;
+	TupleTableSlot *slot = table_slot_create(w->events, NULL);
+	int64		seq_no = 0;
+
+	ScanKeyInit(&key, 1, BTEqualStrategyNumber, F_UUID_EQ, UUIDPGetDatum(event_id));
+	if (es_fetch_latest(w->events, w->event_id_idx, &key, 1, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		Datum		type = slot_getattr(slot, Anum_es_events_entity_type, &isnull);
+		Datum		id = slot_getattr(slot, Anum_es_events_entity_id, &isnull);
+
+		if (!DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, type,
+												  PointerGetDatum(entity->type))) ||
+			!DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, id,
+												  PointerGetDatum(entity->id))))
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("event_id %s already belongs to entity %s/%s",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(event_id))),
+							TextDatumGetCString(type), TextDatumGetCString(id)),
+					 errdetail("Event ids are unique across the whole event log."),
+					 errhint("Generate a new event_id for every new event.")));
+		seq_no = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return seq_no;
+}
+
+/*
+ * Idempotent retry: if the events carry ids this entity already holds,
+ * the seq_no of the last of them (the append was done before), else 0.
+ * A batch that is only partly known is an error.
+ */
+static int64
+es_retried_append(EsWriter *w, const EsEntity *entity, const EsEvent *events, int nevents)
+{
+	int			nheld = 0;
+	int64		last_held = 0;
+
+	for (int i = 0; i < nevents; i++)
+	{
+		int64		seq_no;
+
+		if (events[i].event_id == NULL)
+			continue;
+		seq_no = es_held_event_id(w, entity, events[i].event_id);
+		if (seq_no == 0)
+			continue;
+		nheld++;
+		last_held = Max(last_held, seq_no);
+	}
+	if (nheld > 0 && nheld < nevents)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNIQUE_VIOLATION),
+				 errmsg("batch for entity %s was partly appended before", es_entity_string(entity)),
+				 errdetail("%d of its %d events carry event ids that the entity already holds.",
+						   nheld, nevents),
+				 errhint("Retry a batch with exactly the events, and event ids, of the first attempt.")));
+	return last_held;
+}
+
+/* Refuse the append when the last seq_no is not what the writer expected */
+static void
+es_check_expected(const EsEntity *entity, int64 expected, int64 last)
+{
+	if (expected < 0 || expected == last)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_ES_SEQUENCE_CONFLICT),
+			 errmsg("sequence conflict on entity %s", es_entity_string(entity)),
+			 errdetail("Expected last seq_no " INT64_FORMAT ", actual last seq_no " INT64_FORMAT ".",
+					   expected, last),
+			 errhint("Read the entity's new events and decide again.")));
+}
+
+/* Insert one event row and its index entries */
+static void
+es_insert_event(EsWriter *w, const EsEntity *entity, int64 seq_no, const EsEvent *ev)
+{
+	TupleTableSlot *slot = w->slot;
+	Datum	   *values = slot->tts_values;
+	bool	   *nulls = slot->tts_isnull;
+
+	ExecClearTuple(slot);
+	values[Anum_es_events_entity_type - 1] = PointerGetDatum(entity->type);
+	values[Anum_es_events_entity_id - 1] = PointerGetDatum(entity->id);
+	values[Anum_es_events_seq_no - 1] = Int64GetDatum(seq_no);
+	values[Anum_es_events_position - 1] = Int64GetDatum(es_feed_draw_position(w->position_seq));
+	values[Anum_es_events_event_type - 1] = PointerGetDatum(ev->event_type);
+	values[Anum_es_events_payload - 1] = ev->payload;
+	values[Anum_es_events_metadata - 1] = ev->metadata;
+	values[Anum_es_events_event_id - 1] = UUIDPGetDatum(ev->event_id);
+	values[Anum_es_events_recorded_at - 1] =
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	memset(nulls, 0, sizeof(bool) * Natts_es_events);
+	nulls[Anum_es_events_metadata - 1] = !ev->has_metadata;
+	nulls[Anum_es_events_event_id - 1] = (ev->event_id == NULL);
+	ExecStoreVirtualTuple(slot);
+
+	table_tuple_insert(w->events, slot, GetCurrentCommandId(true), 0, NULL);
+	ResetPerTupleExprContext(w->estate);
+	(void) es_insert_index_tuples(w->rri, slot, w->estate);
+}
+
+/*
+ * Append validated events to an entity; returns the entity's last seq_no
+ * afterwards.  expected < 0 skips the concurrency check.
+ */
+int64
+es_append_events(const EsEntity *entity, int64 expected,
+				 const EsEvent *events, int nevents)
+{
+	EsWriter	w;
+	int64		last;
+
+	PreventCommandIfReadOnly("eventsourced.append()");
+	PreventCommandIfParallelMode("eventsourced.append()");
+	es_lock_entity(entity);
+	es_writer_open(&w);
+
+	last = es_retried_append(&w, entity, events, nevents);
+	if (last == 0)
+	{
+		last = es_last_seq_no(w.events, w.pkey, entity);
+		es_check_expected(entity, expected, last);
+		for (int i = 0; i < nevents; i++)
+			es_insert_event(&w, entity, ++last, &events[i]);
+	}
+	es_writer_close(&w);
+	return last;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_append);
+
+/* append(entity_type, entity_id, expected_seq_no, event_type, payload, metadata, event_id) */
+Datum
+eventsourced_append(PG_FUNCTION_ARGS)
+{
+	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	int64		expected = es_expected_arg(fcinfo, 2);
+	EsEvent		ev;
+
+	ev.event_type = es_name_arg(fcinfo, 3, "event_type", ES_MAX_TYPE_LEN);
+	es_check_payload(PG_ARGISNULL(4));
+	ev.payload = PG_GETARG_DATUM(4);
+	ev.has_metadata = !PG_ARGISNULL(5);
+	ev.metadata = ev.has_metadata ? PG_GETARG_DATUM(5) : (Datum) 0;
+	ev.event_id = PG_ARGISNULL(6) ? NULL : PG_GETARG_UUID_P(6);
+
+	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
+}
+
+/* One element of an event_data[] array, validated */
+static void
+es_event_from_composite(Datum composite, TupleDesc desc, int index, EsEvent *ev)
+{
+	HeapTupleHeader th = DatumGetHeapTupleHeader(composite);
+	HeapTupleData tuple;
+	Datum		values[4];
+	bool		nulls[4];
+
+	tuple.t_len = HeapTupleHeaderGetDatumLength(th);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = th;
+	heap_deform_tuple(&tuple, desc, values, nulls);
+
+	ev->event_type = nulls[0] ? NULL : DatumGetTextPP(values[0]);
+	es_check_name(ev->event_type, psprintf("event_type of event %d", index + 1),
+				  ES_MAX_TYPE_LEN);
+	if (nulls[1])
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("payload of event %d must not be null", index + 1),
+				 errhint("Use '{}' or 'null'::jsonb for an event without data.")));
+	ev->payload = values[1];
+	ev->has_metadata = !nulls[2];
+	ev->metadata = nulls[2] ? (Datum) 0 : values[2];
+	ev->event_id = nulls[3] ? NULL : DatumGetUUIDP(values[3]);
+}
+
+/* The events of an event_data[] argument, validated; sets *nevents */
+static EsEvent *
+es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
+{
+	ArrayType  *arr;
+	Datum	   *elems;
+	bool	   *elem_nulls;
+	int			n;
+	int16		typlen;
+	bool		typbyval;
+	char		typalign;
+	TupleDesc	desc;
+	EsEvent    *events;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null")));
+	arr = PG_GETARG_ARRAYTYPE_P(argno);
+	if (ARR_NDIM(arr) > 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
+				 errmsg("events must be a one-dimensional array")));
+	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
+	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
+					  &elems, &elem_nulls, &n);
+	if (n == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must not be empty"),
+				 errhint("Pass at least one eventsourced.event(...).")));
+
+	desc = lookup_rowtype_tupdesc(ARR_ELEMTYPE(arr), -1);
+	events = palloc(sizeof(EsEvent) * n);
+	for (int i = 0; i < n; i++)
+	{
+		if (elem_nulls[i])
+			ereport(ERROR,
+					(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+					 errmsg("event %d of the events array is null", i + 1)));
+		es_event_from_composite(elems[i], desc, i, &events[i]);
+	}
+	ReleaseTupleDesc(desc);
+	*nevents = n;
+	return events;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_append_batch);
+
+/* append(entity_type, entity_id, expected_seq_no, events event_data[]) */
+Datum
+eventsourced_append_batch(PG_FUNCTION_ARGS)
+{
+	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	int64		expected = es_expected_arg(fcinfo, 2);
+	int			nevents;
+	EsEvent    *events = es_events_arg(fcinfo, 3, &nevents);
+
+	PG_RETURN_INT64(es_append_events(&entity, expected, events, nevents));
+}

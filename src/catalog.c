@@ -1,0 +1,89 @@
+/*
+ * catalog.c
+ *		Finds the extension's relations by name and caches their OIDs.
+ *
+ * The cache is dropped on every relcache invalidation of one of the cached
+ * relations (or a global one), so DROP/CREATE EXTENSION is picked up.
+ */
+#include "eventsourced.h"
+
+#include "catalog/namespace.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+
+#define ES_SCHEMA_NAME "eventsourced"
+
+static EsCatalog cache;
+static bool cache_valid = false;
+
+/* Forget the cached OIDs when one of our relations changes */
+static void
+es_catalog_invalidate(Datum arg, Oid relid)
+{
+	if (!cache_valid)
+		return;
+	if (relid == InvalidOid || relid == cache.events ||
+		relid == cache.snapshots || relid == cache.position_seq)
+		cache_valid = false;
+}
+
+/* Register the invalidation callback */
+void
+es_catalog_init(void)
+{
+	CacheRegisterRelcacheCallback(es_catalog_invalidate, (Datum) 0);
+}
+
+/* Look up one relation of ours, or fail with a hint to create the extension */
+static Oid
+es_lookup(Oid nsp, const char *relname)
+{
+	Oid			relid = get_relname_relid(relname, nsp);
+
+	if (!OidIsValid(relid))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_TABLE),
+				 errmsg("relation \"%s.%s\" does not exist", ES_SCHEMA_NAME, relname),
+				 errhint("Run CREATE EXTENSION eventsourced in this database.")));
+	return relid;
+}
+
+/* The OIDs of the extension's relations in the current database */
+const EsCatalog *
+es_catalog(void)
+{
+	Oid			nsp;
+
+	if (cache_valid)
+		return &cache;
+
+	nsp = get_namespace_oid(ES_SCHEMA_NAME, true);
+	if (!OidIsValid(nsp))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_SCHEMA),
+				 errmsg("schema \"%s\" does not exist", ES_SCHEMA_NAME),
+				 errhint("Run CREATE EXTENSION eventsourced in this database.")));
+
+	cache.events = es_lookup(nsp, "events");
+	cache.events_pkey = es_lookup(nsp, "events_pkey");
+	cache.events_position_key = es_lookup(nsp, "events_position_key");
+	cache.events_type_position_idx = es_lookup(nsp, "events_type_position_idx");
+	cache.events_event_id_key = es_lookup(nsp, "events_event_id_key");
+	cache.position_seq = es_lookup(nsp, "events_position_seq");
+	cache.snapshots = es_lookup(nsp, "snapshots");
+	cache.snapshots_pkey = es_lookup(nsp, "snapshots_pkey");
+	cache_valid = true;
+	return &cache;
+}
+
+/* Readers that scan our tables directly still honour the table's SELECT grant */
+void
+es_check_select(Oid relid)
+{
+	AclResult	result = pg_class_aclcheck(relid, GetUserId(), ACL_SELECT);
+
+	if (result != ACLCHECK_OK)
+		aclcheck_error(result, OBJECT_TABLE, get_rel_name(relid));
+}

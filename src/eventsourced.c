@@ -1,0 +1,20 @@
+/*
+ * eventsourced.c
+ *		Module entry point: hands off to each subsystem's init function.
+ */
+#include "eventsourced.h"
+
+#include "utils/guc.h"
+
+PG_MODULE_MAGIC;
+
+void		_PG_init(void);
+
+/* Set up every subsystem once per backend */
+void
+_PG_init(void)
+{
+	es_catalog_init();
+	es_feed_init();
+	MarkGUCPrefixReserved("eventsourced");
+}

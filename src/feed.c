@@ -1,0 +1,353 @@
+/*
+ * feed.c
+ *		Positions for appended events, and the horizon below which the feed
+ *		is complete.
+ *
+ * Positions come from a sequence, so they are unique and increase in the
+ * order they are drawn, but transactions commit in any order: A draws 10,
+ * B draws 11 and commits first.  A reader paging by position must not return
+ * 11 and move past 10.  Readers therefore only return positions below the
+ * horizon: the lowest position that an in-flight appending transaction may
+ * still commit.
+ *
+ * With shared_preload_libraries (the recommended set-up) the horizon lives
+ * in shared memory, one slot per backend, and appenders never wait:
+ *
+ *	appender: slot := PENDING; barrier; p := nextval(); slot := p;
+ *			  ... commit or abort (now visible to new snapshots) ...;
+ *			  barrier; slot := 0.
+ *	reader:   m := highest position in the position index (any state);
+ *			  barrier; h := m + 1, lowered to every slot of this database
+ *			  (waiting out a PENDING slot, a window of a few instructions);
+ *			  then take the snapshot that the scan uses.
+ *
+ * Any position p < h is <= m, so it was drawn before the reader read m and
+ * its transaction had announced itself before the reader read the slots.
+ * The slot then held a value <= p (impossible, since h > p) or was already
+ * cleared: the transaction had ended before the reader's snapshot was taken,
+ * and its rows are visible to the scan if it committed.  Positions must only
+ * grow: the sequence must not cache values per backend (CACHE 1, the
+ * default) and must never be set backwards.
+ *
+ * Without shared memory (library not preloaded) the fallback is a lock
+ * barrier: every appending transaction holds a shared advisory lock until
+ * it ends, and a reader briefly takes it exclusively and takes its snapshot
+ * while holding it, so no append is in flight at that moment.  That is
+ * sound, but a reader waits for in-flight appends and new appends queue
+ * behind a waiting reader.
+ *
+ * Transactions that appended cannot be prepared (two-phase commit): the
+ * horizon would be held by a transaction no backend owns any more.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/itup.h"
+#include "access/relscan.h"
+#include "access/table.h"
+#include "access/xact.h"
+#include "commands/sequence.h"
+#include "miscadmin.h"
+#include "port/atomics.h"
+#include "storage/ipc.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/proc.h"
+#include "storage/shmem.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+#if PG_VERSION_NUM >= 170000
+#define ES_MY_PROC_INDEX	MyProcNumber
+#else
+#define ES_MY_PROC_INDEX	(MyProc->pgprocno)
+#endif
+
+/* A slot's value while its backend draws its first position */
+#define ES_FEED_PENDING		PG_UINT64_MAX
+
+typedef struct EsFeedSlot
+{
+	pg_atomic_uint32 dboid;		/* database of the backend using the slot */
+	pg_atomic_uint64 low;		/* 0, PENDING, or the first position drawn */
+} EsFeedSlot;
+
+typedef struct EsFeedShared
+{
+	int			nslots;
+	EsFeedSlot	slot[FLEXIBLE_ARRAY_MEMBER];
+} EsFeedShared;
+
+static EsFeedShared *feed_shared = NULL;
+static bool announced = false;	/* this transaction holds its slot/lock */
+
+#if PG_VERSION_NUM >= 150000
+static shmem_request_hook_type prev_shmem_request_hook = NULL;
+#endif
+static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
+
+/* Shared memory needed for one slot per backend */
+static Size
+es_feed_shmem_size(void)
+{
+	return add_size(offsetof(EsFeedShared, slot),
+					mul_size(MaxBackends, sizeof(EsFeedSlot)));
+}
+
+#if PG_VERSION_NUM >= 150000
+/* Ask for our shared memory once MaxBackends is known */
+static void
+es_feed_shmem_request(void)
+{
+	if (prev_shmem_request_hook)
+		prev_shmem_request_hook();
+	RequestAddinShmemSpace(es_feed_shmem_size());
+}
+#endif
+
+/* Create or attach to the shared horizon state */
+static void
+es_feed_shmem_startup(void)
+{
+	bool		found;
+
+	if (prev_shmem_startup_hook)
+		prev_shmem_startup_hook();
+
+	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
+	feed_shared = ShmemInitStruct("eventsourced feed", es_feed_shmem_size(), &found);
+	if (!found)
+	{
+		feed_shared->nslots = MaxBackends;
+		for (int i = 0; i < MaxBackends; i++)
+		{
+			pg_atomic_init_u32(&feed_shared->slot[i].dboid, InvalidOid);
+			pg_atomic_init_u64(&feed_shared->slot[i].low, 0);
+		}
+	}
+	LWLockRelease(AddinShmemInitLock);
+}
+
+/* The advisory lock tag of the fallback barrier, per database */
+static void
+es_feed_lock_tag(LOCKTAG *tag)
+{
+	SET_LOCKTAG_ADVISORY(*tag, MyDatabaseId, 0, 0, ES_LOCK_FEED);
+}
+
+/* Our slot, or fail if this process has none (not a regular backend) */
+static EsFeedSlot *
+es_feed_my_slot(void)
+{
+	int			idx = ES_MY_PROC_INDEX;
+
+	if (MyProc == NULL || idx < 0 || idx >= feed_shared->nslots)
+		elog(ERROR, "eventsourced: process %d has no feed slot", MyProcPid);
+	return &feed_shared->slot[idx];
+}
+
+/* Release the horizon at the end of the transaction that appended */
+static void
+es_feed_xact_callback(XactEvent event, void *arg)
+{
+	if (!announced)
+		return;
+	switch (event)
+	{
+		case XACT_EVENT_PRE_PREPARE:
+			ereport(ERROR,
+					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+					 errmsg("cannot PREPARE a transaction that appended events"),
+					 errdetail("A prepared transaction would hold back the event feed with no backend to release it.")));
+			break;
+		case XACT_EVENT_COMMIT:
+		case XACT_EVENT_ABORT:
+		case XACT_EVENT_PARALLEL_COMMIT:
+		case XACT_EVENT_PARALLEL_ABORT:
+			if (feed_shared != NULL)
+			{
+				pg_memory_barrier();
+				pg_atomic_write_u64(&es_feed_my_slot()->low, 0);
+			}
+			announced = false;
+			break;
+		default:
+			break;
+	}
+}
+
+/* Never leave a slot set behind when the backend exits */
+static void
+es_feed_shmem_exit(int code, Datum arg)
+{
+	if (announced && feed_shared != NULL && MyProc != NULL)
+		pg_atomic_write_u64(&es_feed_my_slot()->low, 0);
+	announced = false;
+}
+
+/* Hook into shared memory (when preloaded) and transaction ends */
+void
+es_feed_init(void)
+{
+	RegisterXactCallback(es_feed_xact_callback, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+#if PG_VERSION_NUM >= 150000
+	prev_shmem_request_hook = shmem_request_hook;
+	shmem_request_hook = es_feed_shmem_request;
+#else
+	RequestAddinShmemSpace(es_feed_shmem_size());
+#endif
+	prev_shmem_startup_hook = shmem_startup_hook;
+	shmem_startup_hook = es_feed_shmem_startup;
+	before_shmem_exit(es_feed_shmem_exit, (Datum) 0);
+}
+
+/* Announce this transaction as an appender, once per transaction */
+static void
+es_feed_announce(void)
+{
+	LOCKTAG		tag;
+
+	if (feed_shared != NULL)
+	{
+		EsFeedSlot *slot = es_feed_my_slot();
+
+		pg_atomic_write_u32(&slot->dboid, MyDatabaseId);
+		pg_write_barrier();
+		pg_atomic_write_u64(&slot->low, ES_FEED_PENDING);
+		pg_memory_barrier();
+		return;
+	}
+	es_feed_lock_tag(&tag);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+}
+
+/* Draw the position of the next appended event */
+int64
+es_feed_draw_position(Oid seqoid)
+{
+	int64		pos;
+	bool		first = !announced;
+
+	if (first)
+		es_feed_announce();
+	announced = true;
+	pos = nextval_internal(seqoid, false);
+	if (first && feed_shared != NULL)
+		pg_atomic_write_u64(&es_feed_my_slot()->low, (uint64) pos);
+	return pos;
+}
+
+/* The highest position in the position index, committed or not (0 if none) */
+static int64
+es_feed_max_position(void)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	heap = table_open(cat->events, AccessShareLock);
+	Relation	index = index_open(cat->events_position_key, AccessShareLock);
+	IndexScanDesc scan;
+	int64		max = 0;
+
+	scan = index_beginscan(heap, index, SnapshotAny, 0, 0);
+	scan->xs_want_itup = true;
+	index_rescan(scan, NULL, 0, NULL, 0);
+	if (index_getnext_tid(scan, BackwardScanDirection) != NULL)
+	{
+		bool		isnull;
+		Datum		d = index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull);
+
+		if (!isnull)
+			max = DatumGetInt64(d);
+	}
+	index_endscan(scan);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return max;
+}
+
+/* A slot's settled value: waits out the short PENDING window */
+static uint64
+es_feed_slot_value(EsFeedSlot *slot)
+{
+	uint64		v;
+	int			spins = 0;
+
+	while ((v = pg_atomic_read_u64(&slot->low)) == ES_FEED_PENDING)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (++spins < 1000)
+			pg_spin_delay();
+		else
+			pg_usleep(10);
+	}
+	return v;
+}
+
+/* The current horizon from shared memory (exclusive bound) */
+static int64
+es_feed_shared_horizon(void)
+{
+	uint64		horizon = (uint64) es_feed_max_position() + 1;
+
+	pg_memory_barrier();
+	for (int i = 0; i < feed_shared->nslots; i++)
+	{
+		EsFeedSlot *slot = &feed_shared->slot[i];
+		uint64		v;
+
+		if (pg_atomic_read_u64(&slot->low) == 0)
+			continue;
+		pg_read_barrier();
+		if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
+			continue;
+		v = es_feed_slot_value(slot);
+		if (v != 0 && v < horizon)
+			horizon = v;
+	}
+	return (int64) horizon;
+}
+
+/*
+ * A registered snapshot for a feed scan, and the horizon that goes with it:
+ * the scan must return only positions below *horizon.  The caller
+ * unregisters the snapshot.
+ */
+Snapshot
+es_feed_snapshot(int64 *horizon)
+{
+	Snapshot	snap;
+
+	if (feed_shared != NULL)
+	{
+		*horizon = es_feed_shared_horizon();
+		pg_memory_barrier();
+		return RegisterSnapshot(GetLatestSnapshot());
+	}
+	else
+	{
+		LOCKTAG		tag;
+
+		es_feed_lock_tag(&tag);
+		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+		snap = RegisterSnapshot(GetLatestSnapshot());
+		LockRelease(&tag, ExclusiveLock, true);
+		*horizon = PG_INT64_MAX;
+		return snap;
+	}
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_feed_horizon);
+
+/* SQL access to the horizon, for monitoring how far readers may go */
+Datum
+eventsourced_feed_horizon(PG_FUNCTION_ARGS)
+{
+	int64		horizon;
+	Snapshot	snap = es_feed_snapshot(&horizon);
+
+	UnregisterSnapshot(snap);
+	if (horizon == PG_INT64_MAX)
+		PG_RETURN_NULL();
+	PG_RETURN_INT64(horizon);
+}

@@ -1,0 +1,160 @@
+/*
+ * read.c
+ *		The event feed: events_by_type() and read_all(), in position order,
+ *		returning only positions below the feed horizon (see feed.c), so a
+ *		reader paging by the last position it received never skips an event.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/pg_collation.h"
+#include "funcapi.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+/* What one feed call reads */
+typedef struct EsFeedRequest
+{
+	text	   *entity_type;	/* NULL: every type */
+	int64		after_position;
+	int32		max_count;
+} EsFeedRequest;
+
+/* The feed arguments after the optional entity type, validated */
+static void
+es_feed_args(FunctionCallInfo fcinfo, int argno, EsFeedRequest *req)
+{
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("after_position must not be null"),
+				 errhint("Pass 0 to read from the beginning.")));
+	req->after_position = PG_GETARG_INT64(argno);
+	if (req->after_position < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_position must not be negative"),
+				 errdetail("after_position was " INT64_FORMAT ".", req->after_position)));
+	if (PG_ARGISNULL(argno + 1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_count must not be null")));
+	req->max_count = PG_GETARG_INT32(argno + 1);
+	if (req->max_count < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must not be negative"),
+				 errdetail("max_count was %d.", req->max_count)));
+}
+
+/* Copy one event row into the result, in the function's column order */
+static void
+es_feed_emit(TupleTableSlot *slot, bool with_type, Tuplestorestate *store, TupleDesc desc)
+{
+	static const int by_type_cols[] = {
+		Anum_es_events_position, Anum_es_events_entity_id, Anum_es_events_seq_no,
+		Anum_es_events_event_type, Anum_es_events_payload, Anum_es_events_metadata,
+		Anum_es_events_event_id, Anum_es_events_recorded_at
+	};
+	static const int all_cols[] = {
+		Anum_es_events_position, Anum_es_events_entity_type, Anum_es_events_entity_id,
+		Anum_es_events_seq_no, Anum_es_events_event_type, Anum_es_events_payload,
+		Anum_es_events_metadata, Anum_es_events_event_id, Anum_es_events_recorded_at
+	};
+	const int  *cols = with_type ? all_cols : by_type_cols;
+	int			ncols = with_type ? lengthof(all_cols) : lengthof(by_type_cols);
+	Datum		values[Natts_es_events];
+	bool		nulls[Natts_es_events];
+
+	for (int i = 0; i < ncols; i++)
+	{
+		values[i] = slot->tts_values[cols[i] - 1];
+		nulls[i] = slot->tts_isnull[cols[i] - 1];
+	}
+	tuplestore_putvalues(store, desc, values, nulls);
+}
+
+/* Scan the feed in position order into the function's result */
+static void
+es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	const EsCatalog *cat = es_catalog();
+	Relation	events;
+	Relation	index;
+	IndexScanDesc scan;
+	TupleTableSlot *slot;
+	ScanKeyData keys[2];
+	int			nkeys = 0;
+	int64		horizon;
+	Snapshot	snap;
+	int32		count = 0;
+
+	InitMaterializedSRF(fcinfo, 0);
+	es_check_select(cat->events);
+	if (req->max_count == 0)
+		return;
+
+	events = table_open(cat->events, AccessShareLock);
+	index = index_open(req->entity_type ? cat->events_type_position_idx
+					   : cat->events_position_key, AccessShareLock);
+	if (req->entity_type)
+		ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
+							   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(req->entity_type));
+	ScanKeyInit(&keys[nkeys], nkeys + 1, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(req->after_position));
+	nkeys++;
+
+	snap = es_feed_snapshot(&horizon);
+	slot = table_slot_create(events, NULL);
+	scan = index_beginscan(events, index, snap, nkeys, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	while (count < req->max_count &&
+		   index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		slot_getallattrs(slot);
+		if (DatumGetInt64(slot->tts_values[Anum_es_events_position - 1]) >= horizon)
+			break;
+		es_feed_emit(slot, req->entity_type == NULL, rsinfo->setResult, rsinfo->setDesc);
+		count++;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	UnregisterSnapshot(snap);
+	index_close(index, AccessShareLock);
+	table_close(events, AccessShareLock);
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_events_by_type);
+
+/* events_by_type(entity_type, after_position, max_count) */
+Datum
+eventsourced_events_by_type(PG_FUNCTION_ARGS)
+{
+	EsFeedRequest req;
+
+	req.entity_type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
+	es_feed_args(fcinfo, 1, &req);
+	es_feed_read(fcinfo, &req);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_read_all);
+
+/* read_all(after_position, max_count) */
+Datum
+eventsourced_read_all(PG_FUNCTION_ARGS)
+{
+	EsFeedRequest req;
+
+	req.entity_type = NULL;
+	es_feed_args(fcinfo, 0, &req);
+	es_feed_read(fcinfo, &req);
+	return (Datum) 0;
+}

@@ -1,0 +1,79 @@
+/*
+ * scan.c
+ *		Index lookups on the events table shared by the writers.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "executor/tuptable.h"
+#include "storage/lmgr.h"
+#include "utils/fmgroids.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+/* Scan keys "entity_type = $type AND entity_id = $id" on the primary key */
+void
+es_entity_scankeys(ScanKey keys, const EsEntity *entity)
+{
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(entity->type));
+	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(entity->id));
+}
+
+/*
+ * Fetch the first row that matches the keys in the given direction,
+ * counting rows of transactions still in progress: their inserter is waited
+ * for and the lookup repeated.  Writers hold the entity lock, so only rows
+ * written around eventsourced.append() can make us wait.
+ */
+bool
+es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
+				ScanDirection dir, TupleTableSlot *slot)
+{
+	for (;;)
+	{
+		SnapshotData dirty;
+		IndexScanDesc scan;
+		bool		found;
+		TransactionId wait_for = InvalidTransactionId;
+
+		InitDirtySnapshot(dirty);
+		scan = index_beginscan(heap, index, &dirty, nkeys, 0);
+		index_rescan(scan, keys, nkeys, NULL, 0);
+		found = index_getnext_slot(scan, dir, slot);
+		if (found && TransactionIdIsValid(dirty.xmin))
+			wait_for = dirty.xmin;
+		if (found)
+			ExecMaterializeSlot(slot);
+		index_endscan(scan);
+		if (!TransactionIdIsValid(wait_for))
+			return found;
+		XactLockTableWait(wait_for, heap, NULL, XLTW_InsertIndex);
+	}
+}
+
+/* The entity's last seq_no, 0 when it has no events */
+int64
+es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity)
+{
+	ScanKeyData keys[2];
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	int64		last = 0;
+
+	es_entity_scankeys(keys, entity);
+	if (es_fetch_latest(events, pkey, keys, 2, BackwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		last = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return last;
+}

@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# Throwaway PostgreSQL clusters for tests, benchmarks and the examples.
+# Source this file, then: es_cluster_start DIR PORT [extra postgresql.conf lines]
+# and es_cluster_stop DIR.  Servers run as the invoking user, or as
+# "postgres" when invoked as root (PostgreSQL refuses to run as root), on a
+# private socket directory with no TCP listener.
+
+ES_PGBIN=${ES_PGBIN:-$(pg_config --bindir)}
+
+# Run a command as the cluster's owner.
+es_as_owner() {
+    if [ "$(id -u)" = 0 ]; then
+        runuser -u postgres -- "$@"
+    else
+        "$@"
+    fi
+}
+
+# Install the Debian packages the project needs, when any is missing.
+es_install_packages() {
+    local need=() p
+    for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev \
+             libprotobuf-c-dev protobuf-c-compiler make gcc; do
+        dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
+    done
+    [ ${#need[@]} -eq 0 ] && return 0
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    echo "installing: ${need[*]}"
+    $sudo apt-get update -qq
+    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+}
+
+# Build and install the extension into the system's PostgreSQL.
+es_build_install() {
+    local sudo=""
+    [ "$(id -u)" = 0 ] || sudo=sudo
+    make -s -C "$1" >/dev/null
+    $sudo make -s -C "$1" install >/dev/null
+}
+
+# Create and start a cluster in DIR on PORT; extra arguments are config lines.
+es_cluster_start() {
+    local dir=$1 port=$2
+    shift 2
+    mkdir -p "$dir"
+    [ "$(id -u)" = 0 ] && chown postgres: "$dir"
+    es_as_owner "$ES_PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    {
+        echo "listen_addresses = ''"
+        echo "unix_socket_directories = '$dir'"
+        echo "port = $port"
+        echo "fsync = off"
+        echo "max_connections = 50"
+        echo "max_prepared_transactions = 2"
+        for line in "$@"; do echo "$line"; done
+    } | es_as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
+    es_as_owner "$ES_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+}
+
+# Stop the cluster in DIR (quietly, if it is running).
+es_cluster_stop() {
+    es_as_owner "$ES_PGBIN/pg_ctl" -D "$1/data" -m fast -w stop >/dev/null 2>&1 || true
+}
