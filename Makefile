@@ -5,14 +5,14 @@ OBJS = $(patsubst %.c,%.o,$(wildcard src/*.c))
 DATA = $(wildcard sql/$(EXTENSION)--*.sql)
 
 # pg_regress tests: every sql/*.sql that is not an extension script.
-TESTS = $(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql))
+TESTS = $(sort $(filter-out sql/$(EXTENSION)--%,$(wildcard sql/*.sql)))
 REGRESS = $(patsubst sql/%.sql,%,$(TESTS))
 REGRESS_OPTS = --load-extension=$(EXTENSION)
 
 # Isolation specs live in test/specs, their expected output in test/expected.
 # The feed_fallback spec needs a server without shared_preload_libraries;
 # test/run runs it on such a server.
-ISOLATION = $(filter-out feed_fallback,$(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec)))
+ISOLATION = $(sort $(filter-out feed_fallback,$(patsubst test/specs/%.spec,%,$(wildcard test/specs/*.spec))))
 ISOLATION_OPTS = --inputdir=test --load-extension=$(EXTENSION)
 
 PG_CPPFLAGS = -Isrc

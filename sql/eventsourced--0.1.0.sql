@@ -173,3 +173,5 @@ CREATE FUNCTION eventsourced.load_snapshot(entity_type text, entity_id text,
 REVOKE ALL ON ALL TABLES IN SCHEMA eventsourced FROM PUBLIC;
 REVOKE ALL ON ALL SEQUENCES IN SCHEMA eventsourced FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventsourced FROM PUBLIC;
+-- Argument checks inlined into events_by_id() run with the caller's rights.
+GRANT EXECUTE ON FUNCTION eventsourced.check_entity_read(text, text, bigint, integer) TO PUBLIC;

@@ -284,11 +284,15 @@ es_feed_slot_value(EsFeedSlot *slot)
 	return v;
 }
 
-/* The current horizon from shared memory (exclusive bound) */
+/*
+ * The current horizon from shared memory (exclusive bound).  Our own slot
+ * is skipped: a transaction reads its own appends, as with any query.
+ */
 static int64
 es_feed_shared_horizon(void)
 {
 	uint64		horizon = (uint64) es_feed_max_position() + 1;
+	int			self = ES_MY_PROC_INDEX;
 
 	pg_memory_barrier();
 	for (int i = 0; i < feed_shared->nslots; i++)
@@ -296,7 +300,7 @@ es_feed_shared_horizon(void)
 		EsFeedSlot *slot = &feed_shared->slot[i];
 		uint64		v;
 
-		if (pg_atomic_read_u64(&slot->low) == 0)
+		if (i == self || pg_atomic_read_u64(&slot->low) == 0)
 			continue;
 		pg_read_barrier();
 		if (pg_atomic_read_u32(&slot->dboid) != MyDatabaseId)
