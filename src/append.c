@@ -54,7 +54,7 @@ typedef struct EsWriter
 } EsWriter;
 
 /* Serialize writers of one entity until the end of the transaction */
-static void
+void
 es_lock_entity(const EsEntity *entity)
 {
 	uint64		h;

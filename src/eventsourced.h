@@ -103,6 +103,7 @@ extern void es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state);
 extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state);
 
 /* append.c */
+extern void es_lock_entity(const EsEntity *entity);
 extern int64 es_append_events(const EsEntity *entity, int64 expected,
 							  const EsEvent *events, int nevents);
 
