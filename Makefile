@@ -24,3 +24,6 @@ EXTRA_CLEAN = results regression.diffs regression.out output_iso test/results
 PG_CONFIG ?= pg_config
 PGXS := $(shell $(PG_CONFIG) --pgxs)
 include $(PGXS)
+
+# Every object depends on the shared header.
+$(OBJS): $(wildcard src/*.h)

@@ -69,7 +69,6 @@ es_catalog(void)
 	cache.events = es_lookup(nsp, "events");
 	cache.events_pkey = es_lookup(nsp, "events_pkey");
 	cache.events_position_key = es_lookup(nsp, "events_position_key");
-	cache.events_type_position_idx = es_lookup(nsp, "events_type_position_idx");
 	cache.events_event_id_key = es_lookup(nsp, "events_event_id_key");
 	cache.position_seq = es_lookup(nsp, "events_position_seq");
 	cache.snapshots = es_lookup(nsp, "snapshots");

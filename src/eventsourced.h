@@ -67,7 +67,6 @@ typedef struct EsCatalog
 	Oid			events;
 	Oid			events_pkey;
 	Oid			events_position_key;
-	Oid			events_type_position_idx;
 	Oid			events_event_id_key;
 	Oid			position_seq;
 	Oid			snapshots;

@@ -13,6 +13,7 @@
 #include "access/tableam.h"
 #include "catalog/pg_collation.h"
 #include "funcapi.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
@@ -80,7 +81,26 @@ es_feed_emit(TupleTableSlot *slot, bool with_type, Tuplestorestate *store, Tuple
 	tuplestore_putvalues(store, desc, values, nulls);
 }
 
-/* Scan the feed in position order into the function's result */
+/* Whether an index entry of the position index belongs to the wanted type */
+static bool
+es_feed_entry_matches(IndexScanDesc scan, const EsFeedRequest *req)
+{
+	bool		isnull;
+	Datum		type;
+
+	if (req->entity_type == NULL)
+		return true;
+	type = index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull);
+	return !isnull &&
+		DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, type,
+											 PointerGetDatum(req->entity_type)));
+}
+
+/*
+ * Scan the position index from after_position up to the horizon into the
+ * function's result.  Entries of other types are skipped on the index tuple
+ * alone; only wanted entries visit the table (and its visibility check).
+ */
 static void
 es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 {
@@ -90,8 +110,7 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 	Relation	index;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	ScanKeyData keys[2];
-	int			nkeys = 0;
+	ScanKeyData key;
 	int64		horizon;
 	Snapshot	snap;
 	int32		count = 0;
@@ -102,25 +121,25 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 		return;
 
 	events = table_open(cat->events, AccessShareLock);
-	index = index_open(req->entity_type ? cat->events_type_position_idx
-					   : cat->events_position_key, AccessShareLock);
-	if (req->entity_type)
-		ScanKeyEntryInitialize(&keys[nkeys++], 0, 1, BTEqualStrategyNumber, InvalidOid,
-							   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(req->entity_type));
-	ScanKeyInit(&keys[nkeys], nkeys + 1, BTGreaterStrategyNumber, F_INT8GT,
+	index = index_open(cat->events_position_key, AccessShareLock);
+	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(req->after_position));
-	nkeys++;
 
 	snap = es_feed_snapshot(&horizon);
 	slot = table_slot_create(events, NULL);
-	scan = index_beginscan(events, index, snap, nkeys, 0);
-	index_rescan(scan, keys, nkeys, NULL, 0);
+	scan = index_beginscan(events, index, snap, 1, 0);
+	scan->xs_want_itup = true;
+	index_rescan(scan, &key, 1, NULL, 0);
 	while (count < req->max_count &&
-		   index_getnext_slot(scan, ForwardScanDirection, slot))
+		   index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
-		slot_getallattrs(slot);
-		if (DatumGetInt64(slot->tts_values[Anum_es_events_position - 1]) >= horizon)
+		bool		isnull;
+
+		if (DatumGetInt64(index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull)) >= horizon)
 			break;
+		if (!es_feed_entry_matches(scan, req) || !index_fetch_heap(scan, slot))
+			continue;
+		slot_getallattrs(slot);
 		es_feed_emit(slot, req->entity_type == NULL, rsinfo->setResult, rsinfo->setDesc);
 		count++;
 	}

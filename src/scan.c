@@ -30,7 +30,8 @@ es_entity_scankeys(ScanKey keys, const EsEntity *entity)
 /*
  * Fetch the first row that matches the keys in the given direction,
  * counting rows of transactions still in progress: their inserter is waited
- * for and the lookup repeated.  Writers hold the entity lock, so only rows
+ * for and the lookup repeated.  The slot keeps its own buffer pin, so the row
+ * stays readable after the scan ends.  Writers hold the entity lock, so only rows
  * written around eventsourced.append() can make us wait.
  */
 bool
@@ -50,8 +51,6 @@ es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
 		found = index_getnext_slot(scan, dir, slot);
 		if (found && TransactionIdIsValid(dirty.xmin))
 			wait_for = dirty.xmin;
-		if (found)
-			ExecMaterializeSlot(slot);
 		index_endscan(scan);
 		if (!TransactionIdIsValid(wait_for))
 			return found;
