@@ -41,6 +41,9 @@
 	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
 #endif
 
+/* Events written per table_multi_insert() call */
+#define ES_INSERT_CHUNK		1000
+
 /* The open events table and what inserting into it needs */
 typedef struct EsWriter
 {
@@ -49,7 +52,8 @@ typedef struct EsWriter
 	Relation	event_id_idx;
 	EState	   *estate;
 	ResultRelInfo *rri;
-	TupleTableSlot *slot;
+	TupleTableSlot *slots[ES_INSERT_CHUNK];
+	int			nslots;			/* slots created so far */
 	Oid			position_seq;
 } EsWriter;
 
@@ -83,8 +87,7 @@ es_writer_open(EsWriter *w)
 	w->rri = makeNode(ResultRelInfo);
 	InitResultRelInfo(w->rri, w->events, 1, NULL, 0);
 	ExecOpenIndices(w->rri, false);
-	w->slot = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->events),
-									 &TTSOpsVirtual);
+	w->nslots = 0;
 }
 
 /* Close what es_writer_open opened */
@@ -181,11 +184,24 @@ es_check_expected(const EsEntity *entity, int64 expected, int64 last)
 			 errhint("Read the entity's new events and decide again.")));
 }
 
-/* Insert one event row and its index entries */
-static void
-es_insert_event(EsWriter *w, const EsEntity *entity, int64 seq_no, const EsEvent *ev)
+/* The i-th insert slot, created on first use */
+static TupleTableSlot *
+es_writer_slot(EsWriter *w, int i)
 {
-	TupleTableSlot *slot = w->slot;
+	if (i >= w->nslots)
+	{
+		w->slots[i] = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->events),
+											 &TTSOpsVirtual);
+		w->nslots = i + 1;
+	}
+	return w->slots[i];
+}
+
+/* Fill a slot with one event row */
+static void
+es_fill_event(EsWriter *w, TupleTableSlot *slot, const EsEntity *entity,
+			  int64 seq_no, const EsEvent *ev)
+{
 	Datum	   *values = slot->tts_values;
 	bool	   *nulls = slot->tts_isnull;
 
@@ -204,10 +220,36 @@ es_insert_event(EsWriter *w, const EsEntity *entity, int64 seq_no, const EsEvent
 	nulls[Anum_es_events_metadata - 1] = !ev->has_metadata;
 	nulls[Anum_es_events_event_id - 1] = (ev->event_id == NULL);
 	ExecStoreVirtualTuple(slot);
+}
 
-	table_tuple_insert(w->events, slot, GetCurrentCommandId(true), 0, NULL);
-	ResetPerTupleExprContext(w->estate);
-	(void) es_insert_index_tuples(w->rri, slot, w->estate);
+/*
+ * Insert events with consecutive seq_nos from first_seq_no: rows go to the
+ * heap in chunks (one WAL record per page for batches), then their index
+ * entries.
+ */
+static void
+es_insert_events(EsWriter *w, const EsEntity *entity, int64 first_seq_no,
+				 const EsEvent *events, int nevents)
+{
+	CommandId	cid = GetCurrentCommandId(true);
+
+	for (int done = 0; done < nevents; done += ES_INSERT_CHUNK)
+	{
+		int			n = Min(ES_INSERT_CHUNK, nevents - done);
+
+		for (int i = 0; i < n; i++)
+			es_fill_event(w, es_writer_slot(w, i), entity,
+						  first_seq_no + done + i, &events[done + i]);
+		if (n == 1)
+			table_tuple_insert(w->events, w->slots[0], cid, 0, NULL);
+		else
+			table_multi_insert(w->events, w->slots, n, cid, 0, NULL);
+		for (int i = 0; i < n; i++)
+		{
+			ResetPerTupleExprContext(w->estate);
+			(void) es_insert_index_tuples(w->rri, w->slots[i], w->estate);
+		}
+	}
 }
 
 /*
@@ -231,8 +273,8 @@ es_append_events(const EsEntity *entity, int64 expected,
 	{
 		last = es_last_seq_no(w.events, w.pkey, entity);
 		es_check_expected(entity, expected, last);
-		for (int i = 0; i < nevents; i++)
-			es_insert_event(&w, entity, ++last, &events[i]);
+		es_insert_events(&w, entity, last + 1, events, nevents);
+		last += nevents;
 	}
 	es_writer_close(&w);
 	return last;
