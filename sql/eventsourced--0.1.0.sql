@@ -14,11 +14,14 @@ CREATE TABLE eventsourced.events (
     seq_no      bigint NOT NULL,
     position    bigint NOT NULL,
     event_type  text COLLATE "C" NOT NULL,
-    payload     jsonb NOT NULL,
+    payload     jsonb,                             -- JSON events
     metadata    jsonb,
     event_id    uuid,
     recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    payload_bytes bytea,                           -- binary events
     CONSTRAINT events_pkey PRIMARY KEY (entity_type, entity_id, seq_no),
+    CONSTRAINT events_payload_check
+        CHECK ((payload IS NULL) OPERATOR(pg_catalog.<>) (payload_bytes IS NULL)),
     CONSTRAINT events_position_key UNIQUE (position) INCLUDE (entity_type),
     CONSTRAINT events_seq_no_check CHECK (seq_no OPERATOR(pg_catalog.>=) 1)
 );
@@ -30,9 +33,12 @@ CREATE TABLE eventsourced.snapshots (
     entity_type text COLLATE "C" NOT NULL,
     entity_id   text COLLATE "C" NOT NULL,
     seq_no      bigint NOT NULL,
-    state       jsonb NOT NULL,
+    state       jsonb,                             -- JSON state
     recorded_at timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    state_bytes bytea,                             -- binary state
     CONSTRAINT snapshots_pkey PRIMARY KEY (entity_type, entity_id),
+    CONSTRAINT snapshots_state_check
+        CHECK ((state IS NULL) OPERATOR(pg_catalog.<>) (state_bytes IS NULL)),
     CONSTRAINT snapshots_seq_no_check CHECK (seq_no OPERATOR(pg_catalog.>=) 1)
 );
 
@@ -81,6 +87,16 @@ CREATE FUNCTION eventsourced.append(entity_type text, entity_id text,
     AS 'MODULE_PATHNAME', 'eventsourced_append'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+-- Append one event with a binary payload; returns its seq_no.
+CREATE FUNCTION eventsourced.append_binary(entity_type text, entity_id text,
+                                           expected_seq_no bigint,
+                                           event_type text, payload bytea,
+                                           metadata jsonb DEFAULT NULL,
+                                           event_id uuid DEFAULT NULL)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eventsourced_append_binary'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
 -- Append several events atomically; returns the last seq_no.
 CREATE FUNCTION eventsourced.append(entity_type text, entity_id text,
                                     expected_seq_no bigint,
@@ -117,11 +133,11 @@ CREATE FUNCTION eventsourced.events_by_id(entity_type text, entity_id text,
                                           max_count integer DEFAULT NULL)
     RETURNS TABLE (seq_no bigint, event_type text, payload jsonb,
                    metadata jsonb, event_id uuid, "position" bigint,
-                   recorded_at timestamptz)
+                   recorded_at timestamptz, payload_bytes bytea)
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT e.seq_no, e.event_type, e.payload, e.metadata, e.event_id,
-           e.position, e.recorded_at
+           e.position, e.recorded_at, e.payload_bytes
       FROM eventsourced.events e
      WHERE e.entity_type = events_by_id.entity_type COLLATE "C"
        AND e.entity_id = events_by_id.entity_id COLLATE "C"
@@ -139,7 +155,7 @@ CREATE FUNCTION eventsourced.events_by_type(entity_type text,
                                             max_count integer DEFAULT 1000)
     RETURNS TABLE ("position" bigint, entity_id text, seq_no bigint,
                    event_type text, payload jsonb, metadata jsonb,
-                   event_id uuid, recorded_at timestamptz)
+                   event_id uuid, recorded_at timestamptz, payload_bytes bytea)
     AS 'MODULE_PATHNAME', 'eventsourced_events_by_type'
     LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
 
@@ -148,7 +164,8 @@ CREATE FUNCTION eventsourced.read_all(after_position bigint DEFAULT 0,
                                       max_count integer DEFAULT 1000)
     RETURNS TABLE ("position" bigint, entity_type text, entity_id text,
                    seq_no bigint, event_type text, payload jsonb,
-                   metadata jsonb, event_id uuid, recorded_at timestamptz)
+                   metadata jsonb, event_id uuid, recorded_at timestamptz,
+                   payload_bytes bytea)
     AS 'MODULE_PATHNAME', 'eventsourced_read_all'
     LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
 
@@ -164,11 +181,225 @@ CREATE FUNCTION eventsourced.save_snapshot(entity_type text, entity_id text,
     AS 'MODULE_PATHNAME', 'eventsourced_save_snapshot'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
+CREATE FUNCTION eventsourced.save_snapshot_bytes(entity_type text, entity_id text,
+                                                 seq_no bigint, state bytea)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_save_snapshot'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.load_snapshot_bytes(entity_type text, entity_id text,
+                                                 OUT seq_no bigint, OUT state bytea)
+    RETURNS SETOF record
+    AS 'MODULE_PATHNAME', 'eventsourced_load_snapshot'
+    LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
 CREATE FUNCTION eventsourced.load_snapshot(entity_type text, entity_id text,
                                            OUT seq_no bigint, OUT state jsonb)
     RETURNS SETOF record
     AS 'MODULE_PATHNAME', 'eventsourced_load_snapshot'
     LANGUAGE C STABLE PARALLEL SAFE ROWS 1;
+
+-- The protobuf wire format (proto/eventsourced.proto).
+CREATE FUNCTION eventsourced.events_by_type_pb(entity_type text,
+                                               after_position bigint DEFAULT 0,
+                                               max_count integer DEFAULT 1000)
+    RETURNS bytea
+    AS 'MODULE_PATHNAME', 'eventsourced_events_by_type_pb'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.read_all_pb(after_position bigint DEFAULT 0,
+                                         max_count integer DEFAULT 1000)
+    RETURNS bytea
+    AS 'MODULE_PATHNAME', 'eventsourced_read_all_pb'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.append_pb(batch bytea, expected_seq_no bigint)
+    RETURNS bigint
+    AS 'MODULE_PATHNAME', 'eventsourced_append_pb'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.load_snapshot_pb(entity_type text, entity_id text)
+    RETURNS bytea
+    AS 'MODULE_PATHNAME', 'eventsourced_load_snapshot_pb'
+    LANGUAGE C STABLE PARALLEL SAFE;
+
+-- Projections inside the database: a handler applied to each event of the
+-- feed, the checkpoint stored in the same transaction as its effects.
+CREATE TABLE eventsourced.projection_state (
+    name                text COLLATE "C" NOT NULL,
+    entity_type         text COLLATE "C",          -- NULL: every type
+    handler             regprocedure NOT NULL,
+    error_strategy      text NOT NULL,
+    owner               regrole NOT NULL,          -- handlers run as this role
+    checkpoint          bigint NOT NULL DEFAULT 0, -- last position applied or skipped
+    status              text NOT NULL DEFAULT 'running',
+    last_error          text,
+    last_error_position bigint,
+    events_applied      bigint NOT NULL DEFAULT 0,
+    errors              bigint NOT NULL DEFAULT 0, -- events skipped after an error
+    retries             integer NOT NULL DEFAULT 0,
+    created_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    updated_at          timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT projection_state_pkey PRIMARY KEY (name),
+    CONSTRAINT projection_state_strategy_check
+        CHECK (error_strategy OPERATOR(pg_catalog.=) ANY (ARRAY['stop', 'skip', 'retry'])),
+    CONSTRAINT projection_state_status_check
+        CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'failed']))
+);
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.projection_state', '');
+
+CREATE VIEW eventsourced.projections AS
+SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
+       p.events_applied,
+       (SELECT pg_catalog.count(*) FROM eventsourced.events e
+         WHERE e.position OPERATOR(pg_catalog.>) p.checkpoint
+           AND (p.entity_type IS NULL
+                OR e.entity_type OPERATOR(pg_catalog.=) p.entity_type)) AS lag,
+       p.error_strategy, p.handler, p.last_error_position, p.errors, p.retries,
+       p.updated_at
+  FROM eventsourced.projection_state p;
+
+CREATE FUNCTION eventsourced.create_projection(name text, entity_type text,
+                                               handler regprocedure,
+                                               error_strategy text DEFAULT 'stop')
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_create_projection'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.run_projection(name text, max_events integer DEFAULT 1000)
+    RETURNS integer
+    AS 'MODULE_PATHNAME', 'eventsourced_run_projection'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.reset_projection(name text, pos bigint DEFAULT 0)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_reset_projection'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.drop_projection(name text)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_drop_projection'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- Commands (see README, "Commands"): registered entity types and command
+-- handlers, the decisions handlers return, handle_command() and the cache of
+-- each entity's latest state.  Handler columns hold schema-qualified
+-- signatures (text), so dumps restore them by name and pg_upgrade accepts
+-- the tables.
+CREATE SEQUENCE eventsourced.generation_seq AS bigint;
+
+CREATE TABLE eventsourced.entity_types (
+    entity_type        text COLLATE "C" NOT NULL,
+    event_handler      text NOT NULL,
+    event_handler_hash bigint NOT NULL,
+    initial_state      jsonb NOT NULL,
+    snapshot_after     integer,
+    generation         bigint NOT NULL,
+    CONSTRAINT entity_types_pkey PRIMARY KEY (entity_type),
+    CONSTRAINT entity_types_snapshot_after_check
+        CHECK (snapshot_after OPERATOR(pg_catalog.>=) 1)
+);
+
+CREATE TABLE eventsourced.commands (
+    entity_type text COLLATE "C" NOT NULL,
+    command     text COLLATE "C" NOT NULL,
+    handler     text NOT NULL,
+    CONSTRAINT commands_pkey PRIMARY KEY (entity_type, command)
+);
+
+-- The latest state of each entity, as handle_command() left it.  A cache:
+-- it may be truncated at any time; states are then rebuilt from snapshots.
+CREATE TABLE eventsourced.entity_states (
+    entity_type text COLLATE "C" NOT NULL,
+    entity_id   text COLLATE "C" NOT NULL,
+    seq_no      bigint NOT NULL,
+    state       jsonb NOT NULL,
+    generation  bigint NOT NULL,
+    CONSTRAINT entity_states_pkey PRIMARY KEY (entity_type, entity_id)
+) WITH (fillfactor = 70);
+
+-- The registration generation of the snapshots that handle_command() saved.
+CREATE TABLE eventsourced.snapshot_generations (
+    entity_type text COLLATE "C" NOT NULL,
+    entity_id   text COLLATE "C" NOT NULL,
+    seq_no      bigint NOT NULL,
+    generation  bigint NOT NULL,
+    CONSTRAINT snapshot_generations_pkey PRIMARY KEY (entity_type, entity_id)
+) WITH (fillfactor = 70);
+
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.entity_types', '');
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.commands', '');
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.entity_states', '');
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.snapshot_generations', '');
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.generation_seq', '');
+
+CREATE FUNCTION eventsourced.register_entity(entity_type text,
+                                             event_handler regprocedure,
+                                             initial_state jsonb DEFAULT 'null',
+                                             snapshot_after integer DEFAULT NULL)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_register_entity'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.register_command(entity_type text, command text,
+                                              handler regprocedure)
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_register_command'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+-- What a command handler decided: events to append and a reply, or a rejection.
+CREATE TYPE eventsourced.decision AS (
+    accepted  boolean,
+    events    eventsourced.event_data[],
+    reply     jsonb,
+    rejection jsonb
+);
+
+CREATE FUNCTION eventsourced.emit(event_type text, payload jsonb,
+                                  reply jsonb DEFAULT NULL)
+    RETURNS eventsourced.decision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT ROW(true,
+               ARRAY[ROW(event_type, payload, NULL, NULL)::eventsourced.event_data],
+               reply, NULL)::eventsourced.decision;
+END;
+
+CREATE FUNCTION eventsourced.emit(events eventsourced.event_data[],
+                                  reply jsonb DEFAULT NULL)
+    RETURNS eventsourced.decision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT ROW(true, events, reply, NULL)::eventsourced.decision;
+END;
+
+CREATE FUNCTION eventsourced.reply(reply jsonb)
+    RETURNS eventsourced.decision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT ROW(true, NULL, reply, NULL)::eventsourced.decision;
+END;
+
+CREATE FUNCTION eventsourced.reject(rejection jsonb)
+    RETURNS eventsourced.decision
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT ROW(false, NULL, NULL, rejection)::eventsourced.decision;
+END;
+
+CREATE TYPE eventsourced.command_result AS (
+    accepted  boolean,
+    reply     jsonb,
+    rejection jsonb,
+    seq_no    bigint,
+    state     jsonb
+);
+
+CREATE FUNCTION eventsourced.handle_command(entity_type text, entity_id text,
+                                            command text, args jsonb DEFAULT '{}')
+    RETURNS eventsourced.command_result
+    AS 'MODULE_PATHNAME', 'eventsourced_handle_command'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
 
 -- Nothing is usable by a role that was granted nothing (see README).
 REVOKE ALL ON ALL TABLES IN SCHEMA eventsourced FROM PUBLIC;
@@ -176,3 +407,8 @@ REVOKE ALL ON ALL SEQUENCES IN SCHEMA eventsourced FROM PUBLIC;
 REVOKE ALL ON ALL FUNCTIONS IN SCHEMA eventsourced FROM PUBLIC;
 -- Argument checks inlined into events_by_id() run with the caller's rights.
 GRANT EXECUTE ON FUNCTION eventsourced.check_entity_read(text, text, bigint, integer) TO PUBLIC;
+-- Command handlers run with the caller's rights and build their decisions
+-- with these pure constructors.
+GRANT EXECUTE ON FUNCTION eventsourced.emit(text, jsonb, jsonb),
+    eventsourced.emit(eventsourced.event_data[], jsonb),
+    eventsourced.reply(jsonb), eventsourced.reject(jsonb) TO PUBLIC;

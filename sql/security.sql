@@ -86,7 +86,7 @@ SELECT eventsourced.save_snapshot('acct', 's1', 2, '{"v": 2}');
 SELECT eventsourced.save_snapshot('acct', 's1', 1, '{"v": 1}');
 SELECT seq_no, state FROM eventsourced.load_snapshot('acct', 's1');
 SELECT recorded_at > '2001-01-01' AS real_time FROM eventsourced.load_snapshot('acct', 's1') l
-  JOIN eventsourced.snapshots s ON s.entity_id = 's1';
+  JOIN eventsourced.snapshots s ON s.entity_type OPERATOR(pg_catalog.=) 'acct' AND s.entity_id OPERATOR(pg_catalog.=) 's1';
 SELECT count(*) FROM evil.events;
 SELECT count(*) FROM evil.snapshots;
 RESET search_path;

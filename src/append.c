@@ -53,6 +53,7 @@ typedef struct EsWriter
 	EState	   *estate;
 	ResultRelInfo *rri;
 	TupleTableSlot *slots[ES_INSERT_CHUNK];
+	int64		last_position;	/* of the last event filled in */
 	int			nslots;			/* slots created so far */
 	Oid			position_seq;
 } EsWriter;
@@ -209,9 +210,11 @@ es_fill_event(EsWriter *w, TupleTableSlot *slot, const EsEntity *entity,
 	values[Anum_es_events_entity_type - 1] = PointerGetDatum(entity->type);
 	values[Anum_es_events_entity_id - 1] = PointerGetDatum(entity->id);
 	values[Anum_es_events_seq_no - 1] = Int64GetDatum(seq_no);
-	values[Anum_es_events_position - 1] = Int64GetDatum(es_feed_draw_position(w->position_seq));
+	w->last_position = es_feed_draw_position(w->position_seq);
+	values[Anum_es_events_position - 1] = Int64GetDatum(w->last_position);
 	values[Anum_es_events_event_type - 1] = PointerGetDatum(ev->event_type);
-	values[Anum_es_events_payload - 1] = ev->payload;
+	values[Anum_es_events_payload - 1] = ev->binary ? (Datum) 0 : ev->payload;
+	values[Anum_es_events_payload_bytes - 1] = ev->binary ? ev->payload : (Datum) 0;
 	values[Anum_es_events_metadata - 1] = ev->metadata;
 	values[Anum_es_events_event_id - 1] = UUIDPGetDatum(ev->event_id);
 	values[Anum_es_events_recorded_at - 1] =
@@ -219,6 +222,8 @@ es_fill_event(EsWriter *w, TupleTableSlot *slot, const EsEntity *entity,
 	memset(nulls, 0, sizeof(bool) * Natts_es_events);
 	nulls[Anum_es_events_metadata - 1] = !ev->has_metadata;
 	nulls[Anum_es_events_event_id - 1] = (ev->event_id == NULL);
+	nulls[Anum_es_events_payload - 1] = ev->binary;
+	nulls[Anum_es_events_payload_bytes - 1] = !ev->binary;
 	ExecStoreVirtualTuple(slot);
 }
 
@@ -275,14 +280,31 @@ es_append_events(const EsEntity *entity, int64 expected,
 		es_check_expected(entity, expected, last);
 		es_insert_events(&w, entity, last + 1, events, nevents);
 		last += nevents;
+		es_notify_note(entity->type, w.last_position);
 	}
 	es_writer_close(&w);
 	return last;
 }
 
+/*
+ * The single event of append()/append_binary(): arguments 3..6 are
+ * event_type, payload (jsonb, or bytea when binary), metadata, event_id.
+ */
+static void
+es_event_args(FunctionCallInfo fcinfo, bool binary, EsEvent *ev)
+{
+	ev->event_type = es_name_arg(fcinfo, 3, "event_type", ES_MAX_TYPE_LEN);
+	es_check_payload(PG_ARGISNULL(4));
+	ev->payload = PG_GETARG_DATUM(4);
+	ev->binary = binary;
+	ev->has_metadata = !PG_ARGISNULL(5);
+	ev->metadata = ev->has_metadata ? PG_GETARG_DATUM(5) : (Datum) 0;
+	ev->event_id = PG_ARGISNULL(6) ? NULL : PG_GETARG_UUID_P(6);
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_append);
 
-/* append(entity_type, entity_id, expected_seq_no, event_type, payload, metadata, event_id) */
+/* append(entity_type, entity_id, expected_seq_no, event_type, payload jsonb, metadata, event_id) */
 Datum
 eventsourced_append(PG_FUNCTION_ARGS)
 {
@@ -290,13 +312,21 @@ eventsourced_append(PG_FUNCTION_ARGS)
 	int64		expected = es_expected_arg(fcinfo, 2);
 	EsEvent		ev;
 
-	ev.event_type = es_name_arg(fcinfo, 3, "event_type", ES_MAX_TYPE_LEN);
-	es_check_payload(PG_ARGISNULL(4));
-	ev.payload = PG_GETARG_DATUM(4);
-	ev.has_metadata = !PG_ARGISNULL(5);
-	ev.metadata = ev.has_metadata ? PG_GETARG_DATUM(5) : (Datum) 0;
-	ev.event_id = PG_ARGISNULL(6) ? NULL : PG_GETARG_UUID_P(6);
+	es_event_args(fcinfo, false, &ev);
+	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
+}
 
+PG_FUNCTION_INFO_V1(eventsourced_append_binary);
+
+/* append_binary(entity_type, entity_id, expected_seq_no, event_type, payload bytea, metadata, event_id) */
+Datum
+eventsourced_append_binary(PG_FUNCTION_ARGS)
+{
+	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	int64		expected = es_expected_arg(fcinfo, 2);
+	EsEvent		ev;
+
+	es_event_args(fcinfo, true, &ev);
 	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
 }
 
@@ -324,6 +354,7 @@ es_event_from_composite(Datum composite, TupleDesc desc, int index, EsEvent *ev)
 				 errmsg("payload of event %d must not be null", index + 1),
 				 errhint("Use '{}' or 'null'::jsonb for an event without data.")));
 	ev->payload = values[1];
+	ev->binary = false;
 	ev->has_metadata = !nulls[2];
 	ev->metadata = nulls[2] ? (Datum) 0 : values[2];
 	ev->event_id = nulls[3] ? NULL : DatumGetUUIDP(values[3]);

@@ -73,6 +73,16 @@ es_catalog(void)
 	cache.position_seq = es_lookup(nsp, "events_position_seq");
 	cache.snapshots = es_lookup(nsp, "snapshots");
 	cache.snapshots_pkey = es_lookup(nsp, "snapshots_pkey");
+	cache.projection_state = es_lookup(nsp, "projection_state");
+	cache.projection_state_pkey = es_lookup(nsp, "projection_state_pkey");
+	cache.entity_types = es_lookup(nsp, "entity_types");
+	cache.entity_types_pkey = es_lookup(nsp, "entity_types_pkey");
+	cache.commands = es_lookup(nsp, "commands");
+	cache.commands_pkey = es_lookup(nsp, "commands_pkey");
+	cache.entity_states = es_lookup(nsp, "entity_states");
+	cache.entity_states_pkey = es_lookup(nsp, "entity_states_pkey");
+	cache.snapshot_generations = es_lookup(nsp, "snapshot_generations");
+	cache.snapshot_generations_pkey = es_lookup(nsp, "snapshot_generations_pkey");
 	cache_valid = true;
 	return &cache;
 }

@@ -12,6 +12,7 @@
 #include "access/skey.h"
 #include "executor/tuptable.h"
 #include "utils/relcache.h"
+#include "utils/tuplestore.h"
 #include "utils/snapshot.h"
 #include "utils/uuid.h"
 
@@ -25,6 +26,7 @@
 /* Advisory lock tag field4 values, so ours never collide with user locks */
 #define ES_LOCK_ENTITY		0x4553
 #define ES_LOCK_FEED		0x4546
+#define ES_LOCK_PROJECTION	0x4550
 
 /* Attribute numbers of eventsourced.events */
 #define Anum_es_events_entity_type	1
@@ -36,13 +38,16 @@
 #define Anum_es_events_metadata		7
 #define Anum_es_events_event_id		8
 #define Anum_es_events_recorded_at	9
-#define Natts_es_events				9
+#define Anum_es_events_payload_bytes	10
+#define Natts_es_events				10
 
 /* Attribute numbers of eventsourced.snapshots */
 #define Anum_es_snapshots_entity_type	1
 #define Anum_es_snapshots_entity_id		2
 #define Anum_es_snapshots_seq_no		3
 #define Anum_es_snapshots_state			4
+#define Anum_es_snapshots_state_bytes	6
+#define Natts_es_snapshots				6
 
 /* An entity: type name and id, both validated */
 typedef struct EsEntity
@@ -55,7 +60,8 @@ typedef struct EsEntity
 typedef struct EsEvent
 {
 	text	   *event_type;
-	Datum		payload;		/* jsonb */
+	Datum		payload;		/* jsonb, or bytea when binary */
+	bool		binary;
 	Datum		metadata;		/* jsonb, or 0 when NULL */
 	bool		has_metadata;
 	pg_uuid_t  *event_id;		/* NULL when absent */
@@ -71,7 +77,25 @@ typedef struct EsCatalog
 	Oid			position_seq;
 	Oid			snapshots;
 	Oid			snapshots_pkey;
+	Oid			projection_state;
+	Oid			projection_state_pkey;
+	Oid			entity_types;
+	Oid			entity_types_pkey;
+	Oid			commands;
+	Oid			commands_pkey;
+	Oid			entity_states;
+	Oid			entity_states_pkey;
+	Oid			snapshot_generations;
+	Oid			snapshot_generations_pkey;
 } EsCatalog;
+
+/* What one feed read asks for */
+typedef struct EsFeedRequest
+{
+	text	   *entity_type;	/* NULL: every type */
+	int64		after_position;
+	int32		max_count;
+} EsFeedRequest;
 
 /* catalog.c */
 extern void es_catalog_init(void);
@@ -91,6 +115,25 @@ extern void es_feed_init(void);
 extern int64 es_feed_draw_position(Oid seqoid);
 extern Snapshot es_feed_snapshot(int64 *horizon);
 
+/* read.c */
+typedef void (*EsFeedEmit) (TupleTableSlot *slot, void *arg);
+extern int32 es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg);
+extern void es_feed_args(FunctionCallInfo fcinfo, int argno, EsFeedRequest *req);
+
+/* notify.c */
+extern bool es_notify_enabled;
+extern void es_notify_init(void);
+extern void es_notify_note(text *entity_type, int64 position);
+extern void es_notify_register_worker(void);
+extern int	es_notify_flush(void);
+
+/* projection.c */
+extern void es_projection_init(void);
+extern int32 es_run_projection(text *name, int32 max_events, bool nowait);
+
+/* worker.c */
+extern void es_worker_init(void);
+
 /* scan.c */
 extern bool es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
 							ScanDirection dir, TupleTableSlot *slot);
@@ -100,10 +143,62 @@ extern void es_entity_scankeys(ScanKey keys, const EsEntity *entity);
 /* snapshot.c */
 extern void es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state);
 extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state);
+extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state,
+							  bool *binary);
 
 /* append.c */
 extern void es_lock_entity(const EsEntity *entity);
 extern int64 es_append_events(const EsEntity *entity, int64 expected,
 							  const EsEvent *events, int nevents);
+
+/* registry.c */
+#define ES_MAX_STATEMENT_ARGS	8
+
+/* A statement on our tables, prepared once per backend */
+typedef struct EsStatement
+{
+	const char *sql;
+	int			nargs;
+	Oid			argtypes[ES_MAX_STATEMENT_ARGS];
+	struct _SPI_plan *plan;
+} EsStatement;
+
+/* A registered entity type, its handler resolved and checked */
+typedef struct EsEntityType
+{
+	Oid			event_handler;
+	Datum		initial_state;	/* jsonb */
+	int32		snapshot_after; /* 0: no snapshots */
+	int64		generation;
+} EsEntityType;
+
+extern uint64 es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls);
+extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
+							Datum *values, bool *nulls);
+extern Oid	es_resolve_handler(Datum signature, bool event_handler);
+extern void es_lookup_entity_type(text *type, EsEntityType *reg);
+extern Oid	es_lookup_command(text *type, text *command);
+
+/* decision.c */
+/* What a command handler decided */
+typedef struct EsDecision
+{
+	bool		accepted;
+	Datum		events;			/* event_data[], or 0 when there are none */
+	Datum	   *elems;			/* its elements */
+	bool	   *elem_nulls;
+	int			nevents;
+	Datum		reply;			/* jsonb */
+	bool		reply_isnull;
+	Datum		rejection;		/* jsonb, when not accepted */
+} EsDecision;
+
+extern void es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d);
+extern void es_decision_event(const EsDecision *d, int i, text **event_type, Datum *payload);
+extern Datum es_command_result(FunctionCallInfo fcinfo, const EsDecision *d,
+							   int64 seq_no, Datum state);
+
+/* command.c (append.c's SQL entry point, reused for its validation) */
+extern Datum eventsourced_append_batch(PG_FUNCTION_ARGS);
 
 #endif							/* EVENTSOURCED_H */

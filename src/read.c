@@ -12,6 +12,7 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
@@ -19,16 +20,8 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-/* What one feed call reads */
-typedef struct EsFeedRequest
-{
-	text	   *entity_type;	/* NULL: every type */
-	int64		after_position;
-	int32		max_count;
-} EsFeedRequest;
-
 /* The feed arguments after the optional entity type, validated */
-static void
+void
 es_feed_args(FunctionCallInfo fcinfo, int argno, EsFeedRequest *req)
 {
 	if (PG_ARGISNULL(argno))
@@ -54,19 +47,30 @@ es_feed_args(FunctionCallInfo fcinfo, int argno, EsFeedRequest *req)
 				 errdetail("max_count was %d.", req->max_count)));
 }
 
-/* Copy one event row into the result, in the function's column order */
-static void
-es_feed_emit(TupleTableSlot *slot, bool with_type, Tuplestorestate *store, TupleDesc desc)
+/* Where an SRF puts its rows */
+typedef struct EsFeedSrf
 {
+	bool		with_type;		/* read_all()'s columns, else events_by_type()'s */
+	Tuplestorestate *store;
+	TupleDesc	desc;
+} EsFeedSrf;
+
+/* Copy one event row into an SRF's result, in the function's column order */
+static void
+es_feed_emit(TupleTableSlot *slot, void *arg)
+{
+	EsFeedSrf  *srf = (EsFeedSrf *) arg;
+	bool		with_type = srf->with_type;
 	static const int by_type_cols[] = {
 		Anum_es_events_position, Anum_es_events_entity_id, Anum_es_events_seq_no,
 		Anum_es_events_event_type, Anum_es_events_payload, Anum_es_events_metadata,
-		Anum_es_events_event_id, Anum_es_events_recorded_at
+		Anum_es_events_event_id, Anum_es_events_recorded_at, Anum_es_events_payload_bytes
 	};
 	static const int all_cols[] = {
 		Anum_es_events_position, Anum_es_events_entity_type, Anum_es_events_entity_id,
 		Anum_es_events_seq_no, Anum_es_events_event_type, Anum_es_events_payload,
-		Anum_es_events_metadata, Anum_es_events_event_id, Anum_es_events_recorded_at
+		Anum_es_events_metadata, Anum_es_events_event_id, Anum_es_events_recorded_at,
+		Anum_es_events_payload_bytes
 	};
 	const int  *cols = with_type ? all_cols : by_type_cols;
 	int			ncols = with_type ? lengthof(all_cols) : lengthof(by_type_cols);
@@ -78,7 +82,7 @@ es_feed_emit(TupleTableSlot *slot, bool with_type, Tuplestorestate *store, Tuple
 		values[i] = slot->tts_values[cols[i] - 1];
 		nulls[i] = slot->tts_isnull[cols[i] - 1];
 	}
-	tuplestore_putvalues(store, desc, values, nulls);
+	tuplestore_putvalues(srf->store, srf->desc, values, nulls);
 }
 
 /* Whether an index entry of the position index belongs to the wanted type */
@@ -97,14 +101,15 @@ es_feed_entry_matches(IndexScanDesc scan, const EsFeedRequest *req)
 }
 
 /*
- * Scan the position index from after_position up to the horizon into the
- * function's result.  Entries of other types are skipped on the index tuple
- * alone; only wanted entries visit the table (and its visibility check).
+ * Scan the position index from after_position up to the horizon, handing
+ * each event (a slot of the events table, all attributes deformed) to emit.
+ * Entries of other types are skipped on the index tuple alone; only wanted
+ * entries visit the table (and its visibility check).  Returns the number
+ * of events emitted.
  */
-static void
-es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
+int32
+es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 {
-	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	const EsCatalog *cat = es_catalog();
 	Relation	events;
 	Relation	index;
@@ -115,10 +120,8 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 	Snapshot	snap;
 	int32		count = 0;
 
-	InitMaterializedSRF(fcinfo, 0);
-	es_check_select(cat->events);
 	if (req->max_count == 0)
-		return;
+		return 0;
 
 	events = table_open(cat->events, AccessShareLock);
 	index = index_open(cat->events_position_key, AccessShareLock);
@@ -140,7 +143,7 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 		if (!es_feed_entry_matches(scan, req) || !index_fetch_heap(scan, slot))
 			continue;
 		slot_getallattrs(slot);
-		es_feed_emit(slot, req->entity_type == NULL, rsinfo->setResult, rsinfo->setDesc);
+		emit(slot, arg);
 		count++;
 	}
 	index_endscan(scan);
@@ -148,6 +151,22 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 	UnregisterSnapshot(snap);
 	index_close(index, AccessShareLock);
 	table_close(events, AccessShareLock);
+	return count;
+}
+
+/* Run a feed request as a set-returning function */
+static void
+es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	EsFeedSrf	srf;
+
+	InitMaterializedSRF(fcinfo, 0);
+	es_check_select(es_catalog()->events);
+	srf.with_type = (req->entity_type == NULL);
+	srf.store = rsinfo->setResult;
+	srf.desc = rsinfo->setDesc;
+	(void) es_feed_scan(req, es_feed_emit, &srf);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_events_by_type);

@@ -3,8 +3,9 @@
  *		The snapshot store: the newest state of an entity at a seq_no.
  *
  * One row per entity; saving replaces an older snapshot and never a newer
- * one.  Writes run as the owner of the snapshots table, so callers need
- * only EXECUTE on save_snapshot().
+ * one.  The state is JSON (column state) or bytes (column state_bytes).
+ * Writes run as the owner of the snapshots table, so callers need only
+ * EXECUTE on save_snapshot().
  */
 #include "eventsourced.h"
 
@@ -21,14 +22,15 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-static const char *const save_sql =
-"INSERT INTO eventsourced.snapshots AS s (entity_type, entity_id, seq_no, state) "
-"VALUES ($1, $2, $3, $4) "
-"ON CONFLICT (entity_type, entity_id) DO UPDATE "
-"SET seq_no = excluded.seq_no, state = excluded.state, recorded_at = pg_catalog.now() "
-"WHERE s.seq_no OPERATOR(pg_catalog.<=) excluded.seq_no";
-
-static SPIPlanPtr save_plan = NULL;
+static EsStatement save_snapshot = {
+	"INSERT INTO eventsourced.snapshots AS s (entity_type, entity_id, seq_no, state, state_bytes) "
+	"VALUES ($1, $2, $3, $4, $5) "
+	"ON CONFLICT (entity_type, entity_id) DO UPDATE "
+	"SET seq_no = excluded.seq_no, state = excluded.state, state_bytes = excluded.state_bytes, "
+	"recorded_at = pg_catalog.now() "
+	"WHERE s.seq_no OPERATOR(pg_catalog.<=) excluded.seq_no",
+	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, BYTEAOID}
+};
 
 /* The snapshot's seq_no must name an event the entity has */
 static void
@@ -58,78 +60,58 @@ es_check_snapshot_seq_no(const EsEntity *entity, int64 seq_no)
 				 errhint("Save a snapshot only of state built from appended events.")));
 }
 
-/* Store a snapshot, as the table owner, through a cached plan */
-void
-es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state)
+/* Store a JSON (binary false) or binary state, as the snapshots table's owner */
+static void
+es_store_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary)
 {
-	const EsCatalog *cat = es_catalog();
-	Oid			save_userid;
-	int			save_sec;
-	Datum		values[4];
-	Relation	rel;
-	Oid			owner;
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, binary, !binary};
 
 	es_check_snapshot_seq_no(entity, seq_no);
-	rel = table_open(cat->snapshots, RowExclusiveLock);
-	owner = rel->rd_rel->relowner;
-	table_close(rel, NoLock);
-
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
-						   SECURITY_RESTRICTED_OPERATION);
-	if (SPI_connect() != SPI_OK_CONNECT)
-		elog(ERROR, "SPI_connect failed");
-	if (save_plan == NULL)
-	{
-		Oid			types[4] = {TEXTOID, TEXTOID, INT8OID, JSONBOID};
-		SPIPlanPtr	plan = SPI_prepare(save_sql, 4, types);
-
-		if (plan == NULL || SPI_keepplan(plan) != 0)
-			elog(ERROR, "SPI_prepare failed for snapshot insert: %s",
-				 SPI_result_code_string(SPI_result));
-		save_plan = plan;
-	}
 	values[0] = PointerGetDatum(entity->type);
 	values[1] = PointerGetDatum(entity->id);
 	values[2] = Int64GetDatum(seq_no);
-	values[3] = state;
-	if (SPI_execute_plan(save_plan, values, NULL, false, 0) != SPI_OK_INSERT)
-		elog(ERROR, "snapshot insert failed");
-	SPI_finish();
-	SetUserIdAndSecContext(save_userid, save_sec);
+	values[3] = binary ? (Datum) 0 : state;
+	values[4] = binary ? state : (Datum) 0;
+	(void) es_exec_as_owner(es_catalog()->snapshots, &save_snapshot, values, nulls);
+}
+
+/* Store a JSON snapshot */
+void
+es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state)
+{
+	es_store_snapshot(entity, seq_no, state, false);
 }
 
 /*
- * The entity's snapshot, visible to the current snapshot: returns false
- * when there is none.
+ * The entity's snapshot row, visible to the current snapshot; false when
+ * there is none.  *binary tells which of the two state columns it holds.
  */
+bool
+es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state, bool *binary)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData keys[2];
+	Datum		values[Natts_es_snapshots];
+	bool		nulls[Natts_es_snapshots];
+
+	es_entity_scankeys(keys, entity);
+	if (!es_fetch_by_key(cat->snapshots, cat->snapshots_pkey, keys, 2, values, nulls))
+		return false;
+	*seq_no = DatumGetInt64(values[Anum_es_snapshots_seq_no - 1]);
+	*binary = nulls[Anum_es_snapshots_state - 1];
+	*state = *binary ? values[Anum_es_snapshots_state_bytes - 1]
+		: values[Anum_es_snapshots_state - 1];
+	return true;
+}
+
+/* The entity's JSON snapshot; false when there is none or it is binary */
 bool
 es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state)
 {
-	const EsCatalog *cat = es_catalog();
-	Relation	rel = table_open(cat->snapshots, AccessShareLock);
-	Relation	index = index_open(cat->snapshots_pkey, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(rel, NULL);
-	ScanKeyData keys[2];
-	IndexScanDesc scan;
-	bool		found;
+	bool		binary;
 
-	es_entity_scankeys(keys, entity);
-	scan = index_beginscan(rel, index, GetActiveSnapshot(), 2, 0);
-	index_rescan(scan, keys, 2, NULL, 0);
-	found = index_getnext_slot(scan, ForwardScanDirection, slot);
-	if (found)
-	{
-		bool		isnull;
-
-		*seq_no = DatumGetInt64(slot_getattr(slot, Anum_es_snapshots_seq_no, &isnull));
-		*state = PointerGetDatum(PG_DETOAST_DATUM_COPY(slot_getattr(slot, Anum_es_snapshots_state, &isnull)));
-	}
-	index_endscan(scan);
-	ExecDropSingleTupleTableSlot(slot);
-	index_close(index, AccessShareLock);
-	table_close(rel, AccessShareLock);
-	return found;
+	return es_fetch_snapshot(entity, seq_no, state, &binary) && !binary;
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_save_snapshot);
@@ -150,25 +132,31 @@ eventsourced_save_snapshot(PG_FUNCTION_ARGS)
 				 errmsg("state must not be null"),
 				 errhint("Use 'null'::jsonb for an empty state.")));
 	PreventCommandIfReadOnly("eventsourced.save_snapshot()");
-	es_save_snapshot(&entity, PG_GETARG_INT64(2), PG_GETARG_DATUM(3));
+	es_store_snapshot(&entity, PG_GETARG_INT64(2), PG_GETARG_DATUM(3),
+					  get_fn_expr_argtype(fcinfo->flinfo, 3) == BYTEAOID);
 	PG_RETURN_VOID();
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_load_snapshot);
 
-/* load_snapshot(entity_type, entity_id): zero or one row (seq_no, state) */
+/*
+ * load_snapshot(entity_type, entity_id) and load_snapshot_bytes(...): zero
+ * or one row (seq_no, state); each returns only snapshots of its own kind.
+ */
 Datum
 eventsourced_load_snapshot(PG_FUNCTION_ARGS)
 {
 	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
 	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	bool		want_binary = (TupleDescAttr(rsinfo->expectedDesc, 1)->atttypid == BYTEAOID);
+	bool		binary;
 	int64		seq_no;
 	Datum		values[2];
 	bool		nulls[2] = {false, false};
 
 	InitMaterializedSRF(fcinfo, 0);
 	es_check_select(es_catalog()->snapshots);
-	if (es_load_snapshot(&entity, &seq_no, &values[1]))
+	if (es_fetch_snapshot(&entity, &seq_no, &values[1], &binary) && binary == want_binary)
 	{
 		values[0] = Int64GetDatum(seq_no);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -1,0 +1,350 @@
+/*
+ * command.c
+ *		eventsourced.handle_command(): rebuild an entity's state, let the
+ *		registered command handler decide, append what it emitted.
+ *
+ * The entity lock is taken first, so commands to one entity run one after
+ * the other and each sees every event committed before it; commands to
+ * different entities never wait for each other.  The state is rebuilt from
+ * the cached latest state (eventsourced.entity_states) or the newest
+ * snapshot, whichever is usable, plus the events after it, folded with the
+ * event handler.  Cached states and command-side snapshots carry the
+ * registration generation; those of another generation are ignored.
+ * Handlers run with the caller's rights; our own writes run as the table
+ * owner.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/relscan.h"
+#include "access/stratnum.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_type.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/snapmgr.h"
+
+/* Attribute numbers shared by eventsourced.entity_states and snapshot_generations */
+#define Anum_es_state_seq_no		3
+#define Anum_es_entity_states_state 4
+#define Anum_es_entity_states_generation	5
+#define Anum_es_snapshot_generations_generation 4
+#define Natts_es_state_rows			5
+
+/* Everything handle_command() knows about the entity while it decides */
+typedef struct EsCommand
+{
+	EsEntity	entity;
+	EsEntityType reg;
+	FmgrInfo	event_handler;
+	int64		seq_no;			/* last event folded into state */
+	Datum		state;			/* jsonb */
+	int64		folded;			/* stored events folded to rebuild it */
+	MemoryContext fold_cxt[2];	/* state lives in one, the next one is built in the other */
+	int			cur;
+} EsCommand;
+
+static EsStatement upsert_state = {
+	"INSERT INTO eventsourced.entity_states AS s "
+	"(entity_type, entity_id, seq_no, state, generation) VALUES ($1, $2, $3, $4, $5) "
+	"ON CONFLICT (entity_type, entity_id) DO UPDATE SET seq_no = excluded.seq_no, "
+	"state = excluded.state, generation = excluded.generation",
+	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT8OID}
+};
+
+static EsStatement upsert_snapshot_generation = {
+	"INSERT INTO eventsourced.snapshot_generations AS s "
+	"(entity_type, entity_id, seq_no, generation) VALUES ($1, $2, $3, $4) "
+	"ON CONFLICT (entity_type, entity_id) DO UPDATE SET seq_no = excluded.seq_no, "
+	"generation = excluded.generation",
+	4, {TEXTOID, TEXTOID, INT8OID, INT8OID}
+};
+
+/*
+ * Make everything committed before the entity lock was granted, and this
+ * transaction's own earlier writes, visible to the reads that follow.
+ * Under REPEATABLE READ the transaction snapshot stays; a command that
+ * would miss events then fails with a serialization error.
+ */
+static void
+es_push_command_snapshot(void)
+{
+	CommandCounterIncrement();
+	PushCopiedSnapshot(IsolationUsesXactSnapshot() ? GetTransactionSnapshot() :
+					   GetLatestSnapshot());
+	UpdateActiveSnapshotCommandId();
+}
+
+/* Call a handler with three non-null arguments; the result may be null */
+static Datum
+es_call_handler(FmgrInfo *fn, Datum a, Datum b, Datum c, bool c_isnull, bool *isnull)
+{
+	LOCAL_FCINFO(fcinfo, 3);
+	Datum		result;
+
+	InitFunctionCallInfoData(*fcinfo, fn, 3, C_COLLATION_OID, NULL, NULL);
+	fcinfo->args[0].value = a;
+	fcinfo->args[0].isnull = false;
+	fcinfo->args[1].value = b;
+	fcinfo->args[1].isnull = false;
+	fcinfo->args[2].value = c;
+	fcinfo->args[2].isnull = c_isnull;
+	result = FunctionCallInvoke(fcinfo);
+	*isnull = fcinfo->isnull;
+	return result;
+}
+
+/*
+ * Fold one event into the state.  The new state is built in the other
+ * fold context, then the old one is freed, so folding many events keeps
+ * memory flat.  Binary events come with a NULL payload; a strict event
+ * handler leaves the state as it is for them.
+ */
+static void
+es_apply_event(EsCommand *c, int64 seq_no, text *event_type, Datum payload,
+			   bool payload_isnull)
+{
+	MemoryContext old;
+	bool		isnull;
+	Datum		state;
+
+	if (payload_isnull && c->event_handler.fn_strict)
+	{
+		c->seq_no = seq_no;
+		return;
+	}
+	old = MemoryContextSwitchTo(c->fold_cxt[1 - c->cur]);
+	state = es_call_handler(&c->event_handler, c->state, PointerGetDatum(event_type),
+							payload, payload_isnull, &isnull);
+
+	if (isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("event handler %s returned null", format_procedure(c->reg.event_handler)),
+				 errdetail("It was applying event " INT64_FORMAT " (%s) of entity %s.",
+						   seq_no, text_to_cstring(event_type), es_entity_string(&c->entity)),
+				 errhint("Return 'null'::jsonb for an empty state.")));
+	state = datumCopy(state, false, -1);
+	MemoryContextSwitchTo(old);
+	MemoryContextReset(c->fold_cxt[c->cur]);
+	c->cur = 1 - c->cur;
+	c->state = state;
+	c->seq_no = seq_no;
+}
+
+/* Fold the stored events after c->seq_no, in order, as the active snapshot sees them */
+static void
+es_fold_stored_events(EsCommand *c, Relation events, Relation pkey)
+{
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	ScanKeyData keys[3];
+	IndexScanDesc scan;
+
+	es_entity_scankeys(keys, &c->entity);
+	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(c->seq_no));
+	scan = index_beginscan(events, pkey, GetActiveSnapshot(), 3, 0);
+	index_rescan(scan, keys, 3, NULL, 0);
+	while (index_getnext_slot(scan, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+		int64		seq_no = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));
+		text	   *event_type = DatumGetTextPP(slot_getattr(slot, Anum_es_events_event_type, &isnull));
+
+		Datum		payload = slot_getattr(slot, Anum_es_events_payload, &isnull);
+
+		CHECK_FOR_INTERRUPTS();
+		es_apply_event(c, seq_no, event_type, payload, isnull);
+		c->folded++;
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+}
+
+/*
+ * The row of entity_states or snapshot_generations for this entity, when
+ * it belongs to the current registration generation and to at most the
+ * last seq_no (a purged log leaves rows that point beyond it).
+ */
+static bool
+es_current_row(EsCommand *c, Oid heap, Oid index, int gen_attno, int64 last, Datum *values)
+{
+	ScanKeyData keys[2];
+	bool		nulls[Natts_es_state_rows];
+
+	es_entity_scankeys(keys, &c->entity);
+	if (!es_fetch_by_key(heap, index, keys, 2, values, nulls))
+		return false;
+	return DatumGetInt64(values[gen_attno - 1]) == c->reg.generation &&
+		DatumGetInt64(values[Anum_es_state_seq_no - 1]) <= last;
+}
+
+/* Start from the cached state, else a snapshot of this generation, else the initial state */
+static void
+es_start_state(EsCommand *c, int64 last)
+{
+	const EsCatalog *cat = es_catalog();
+	Datum		values[Natts_es_state_rows];
+	int64		snap_seq_no;
+	Datum		snap_state;
+
+	c->seq_no = 0;
+	c->state = c->reg.initial_state;
+	if (es_current_row(c, cat->entity_states, cat->entity_states_pkey,
+					   Anum_es_entity_states_generation, last, values))
+	{
+		c->seq_no = DatumGetInt64(values[Anum_es_state_seq_no - 1]);
+		c->state = values[Anum_es_entity_states_state - 1];
+	}
+	else if (es_load_snapshot(&c->entity, &snap_seq_no, &snap_state) &&
+			 es_current_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey,
+							Anum_es_snapshot_generations_generation, last, values) &&
+			 DatumGetInt64(values[Anum_es_state_seq_no - 1]) == snap_seq_no)
+	{
+		c->seq_no = snap_seq_no;
+		c->state = snap_state;
+	}
+}
+
+/* Rebuild the entity's state up to its last event */
+static void
+es_rebuild_state(EsCommand *c)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	events = table_open(cat->events, AccessShareLock);
+	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
+	int64		last = es_last_seq_no(events, pkey, &c->entity);
+
+	es_start_state(c, last);
+	es_fold_stored_events(c, events, pkey);
+	index_close(pkey, AccessShareLock);
+	table_close(events, AccessShareLock);
+	if (c->seq_no != last)
+		ereport(ERROR,
+				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
+				 errmsg("could not serialize access due to a concurrent command on entity %s",
+						es_entity_string(&c->entity)),
+				 errdetail("Events up to seq_no " INT64_FORMAT " were committed after this transaction's snapshot was taken; it sees up to " INT64_FORMAT ".",
+						   last, c->seq_no),
+				 errhint("Retry the transaction.")));
+}
+
+/* Ask the command handler what to do */
+static void
+es_decide(EsCommand *c, Oid handler, Datum args, EsDecision *d)
+{
+	FmgrInfo	fn;
+	bool		isnull;
+	Datum		result;
+
+	fmgr_info(handler, &fn);
+	result = es_call_handler(&fn, PointerGetDatum(c->entity.id), c->state, args, false, &isnull);
+	es_read_decision(result, isnull, handler, d);
+}
+
+/* Keep the new state with the entity, and save a snapshot when one is due */
+static void
+es_store_state(EsCommand *c, int64 before)
+{
+	const EsCatalog *cat = es_catalog();
+	int32		n = c->reg.snapshot_after;
+	Datum		values[5];
+
+	values[0] = PointerGetDatum(c->entity.type);
+	values[1] = PointerGetDatum(c->entity.id);
+	values[2] = Int64GetDatum(c->seq_no);
+	values[3] = c->state;
+	values[4] = Int64GetDatum(c->reg.generation);
+	(void) es_exec_as_owner(cat->entity_states, &upsert_state, values, NULL);
+
+	if (n == 0 || (c->seq_no / n == before / n && c->folded < n))
+		return;
+	es_save_snapshot(&c->entity, c->seq_no, c->state);
+	values[3] = Int64GetDatum(c->reg.generation);
+	(void) es_exec_as_owner(cat->snapshot_generations, &upsert_snapshot_generation,
+							values, NULL);
+}
+
+/*
+ * Append the decision's events (append validates them) and fold them into
+ * the state.  Events whose ids the entity already holds were appended by
+ * an earlier attempt: then nothing changes.
+ */
+static void
+es_apply_decision(EsCommand *c, const EsDecision *d)
+{
+	int64		before = c->seq_no;
+	int64		last;
+
+	last = DatumGetInt64(DirectFunctionCall4(eventsourced_append_batch,
+											 PointerGetDatum(c->entity.type),
+											 PointerGetDatum(c->entity.id),
+											 Int64GetDatum(before), d->events));
+	if (last != before + d->nevents)
+		return;
+	for (int i = 0; i < d->nevents; i++)
+	{
+		text	   *event_type;
+		Datum		payload;
+
+		es_decision_event(d, i, &event_type, &payload);
+		es_apply_event(c, before + i + 1, event_type, payload, false);
+	}
+	es_store_state(c, before);
+}
+
+/* Set up the command: lock the entity, read its registration */
+static void
+es_command_init(EsCommand *c)
+{
+	PreventCommandIfReadOnly("eventsourced.handle_command()");
+	PreventCommandIfParallelMode("eventsourced.handle_command()");
+	es_lock_entity(&c->entity);
+	es_push_command_snapshot();
+	es_lookup_entity_type(c->entity.type, &c->reg);
+	fmgr_info(c->reg.event_handler, &c->event_handler);
+	c->folded = 0;
+	c->cur = 0;
+	for (int i = 0; i < 2; i++)
+		c->fold_cxt[i] = AllocSetContextCreate(CurrentMemoryContext, "eventsourced fold",
+											   ALLOCSET_DEFAULT_SIZES);
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_handle_command);
+
+/* handle_command(entity_type, entity_id, command, args) */
+Datum
+eventsourced_handle_command(PG_FUNCTION_ARGS)
+{
+	EsCommand	c;
+	text	   *command;
+	Oid			handler;
+	EsDecision	d;
+	Datum		result;
+
+	c.entity = es_entity_arg(fcinfo, 0, 1);
+	command = es_name_arg(fcinfo, 2, "command", ES_MAX_TYPE_LEN);
+	if (PG_ARGISNULL(3))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("args must not be null"),
+				 errhint("Pass '{}' for a command without arguments.")));
+	es_command_init(&c);
+	handler = es_lookup_command(c.entity.type, command);
+	es_rebuild_state(&c);
+	es_decide(&c, handler, PG_GETARG_DATUM(3), &d);
+	if (d.accepted && d.nevents > 0)
+		es_apply_decision(&c, &d);
+	result = es_command_result(fcinfo, &d, c.seq_no, c.state);
+	PopActiveSnapshot();
+	PG_RETURN_DATUM(result);
+}

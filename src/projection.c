@@ -1,0 +1,517 @@
+/*
+ * projection.c
+ *		Projections inside the database: a handler function applied to each
+ *		event of the feed, with the checkpoint stored in the same transaction
+ *		as the handler's effects, so every event is applied exactly once.
+ *
+ * run_projection() locks the projection (a transaction-level advisory lock
+ * keyed by its name), reads its row with a snapshot taken after the lock is
+ * held, reads the next events from the feed (which never passes an event
+ * still in flight), applies them and stores the new checkpoint.  A second
+ * run of the same projection waits for the first to commit and continues
+ * from its checkpoint.  The batch runs in one subtransaction; when a handler
+ * fails, the batch is rolled back and replayed event by event to find the
+ * failing event, which is then handled by the error strategy.
+ */
+#include "eventsourced.h"
+
+#include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/xact.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/regproc.h"
+#include "utils/resowner.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+#define ES_MAX_NAME_LEN			255
+#define ES_DEFAULT_BATCH		1000
+
+/* Attribute numbers of eventsourced.projection_state */
+#define Anum_es_proj_name			1
+#define Anum_es_proj_entity_type	2
+#define Anum_es_proj_handler		3
+#define Anum_es_proj_strategy		4
+#define Anum_es_proj_owner			5
+#define Anum_es_proj_checkpoint		6
+#define Anum_es_proj_status			7
+#define Anum_es_proj_retries		12
+#define Natts_es_proj				14
+
+int			es_projection_max_retries = 3;
+
+/* A projection's row, as run_projection needs it */
+typedef struct EsProjection
+{
+	text	   *name;
+	text	   *entity_type;	/* NULL: every type */
+	Oid			handler;
+	char		strategy;		/* 's'top, 'k' skip, 'r'etry */
+	Oid			owner;
+	int64		checkpoint;
+	bool		failed;
+	int32		retries;
+	FmgrInfo	flinfo;
+} EsProjection;
+
+/* One event to apply */
+typedef struct EsFeedEvent
+{
+	Datum		entity_id;
+	int64		seq_no;
+	Datum		event_type;
+	Datum		payload;		/* jsonb; binary events pass NULL */
+	bool		payload_isnull;
+	int64		position;
+} EsFeedEvent;
+
+/* What a run did, to be stored in the projection's row */
+typedef struct EsRunOutcome
+{
+	int32		applied;
+	int64		checkpoint;
+	int32		errors;			/* events skipped after an error */
+	bool		failed;
+	int32		retries;
+	char	   *last_error;
+	int64		last_error_position;
+} EsRunOutcome;
+
+static EsStatement insert_projection = {
+	"INSERT INTO eventsourced.projection_state (name, entity_type, handler, "
+	"error_strategy, owner) VALUES ($1, $2, $3::pg_catalog.regprocedure, $4, $5::pg_catalog.regrole)",
+	5, {TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID}
+};
+
+static EsStatement update_projection = {
+	"UPDATE eventsourced.projection_state SET checkpoint = $2, "
+	"events_applied = events_applied OPERATOR(pg_catalog.+) $3, "
+	"errors = errors OPERATOR(pg_catalog.+) $4, "
+	"status = CASE WHEN $5 THEN 'failed' ELSE 'running' END, retries = $6, "
+	"last_error = COALESCE($7, last_error), "
+	"last_error_position = COALESCE($8, last_error_position), "
+	"updated_at = pg_catalog.now() "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
+	8, {TEXTOID, INT8OID, INT8OID, INT8OID, BOOLOID, INT4OID, TEXTOID, INT8OID}
+};
+
+static EsStatement reset_projection = {
+	"UPDATE eventsourced.projection_state SET checkpoint = $2, status = 'running', "
+	"retries = 0, last_error = NULL, last_error_position = NULL, updated_at = pg_catalog.now() "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
+	2, {TEXTOID, INT8OID}
+};
+
+static EsStatement delete_projection = {
+	"DELETE FROM eventsourced.projection_state "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
+	1, {TEXTOID}
+};
+
+/* 's' for stop, 'k' for skip, 'r' for retry, 0 for anything else */
+static char
+es_strategy_code(const char *strategy)
+{
+	if (strcmp(strategy, "stop") == 0)
+		return 's';
+	if (strcmp(strategy, "skip") == 0)
+		return 'k';
+	if (strcmp(strategy, "retry") == 0)
+		return 'r';
+	return 0;
+}
+
+/* Serialize runs of one projection until the end of the transaction */
+static bool
+es_lock_projection(text *name, bool nowait)
+{
+	LOCKTAG		tag;
+	uint64		h = hash_any_extended((unsigned char *) VARDATA_ANY(name),
+									  VARSIZE_ANY_EXHDR(name), 0);
+
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
+						 ES_LOCK_PROJECTION);
+	return LockAcquire(&tag, ExclusiveLock, false, nowait) != LOCKACQUIRE_NOT_AVAIL;
+}
+
+/* The projection's row as of now (a snapshot newer than our lock); false if none */
+static bool
+es_read_projection(text *name, EsProjection *p)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData key;
+	Datum		values[Natts_es_proj];
+	bool		nulls[Natts_es_proj];
+	bool		found;
+
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(name));
+	PushActiveSnapshot(GetLatestSnapshot());
+	found = es_fetch_by_key(cat->projection_state, cat->projection_state_pkey,
+							&key, 1, values, nulls);
+	PopActiveSnapshot();
+	if (!found)
+		return false;
+	p->name = name;
+	p->entity_type = nulls[Anum_es_proj_entity_type - 1] ? NULL :
+		DatumGetTextPP(values[Anum_es_proj_entity_type - 1]);
+	p->handler = DatumGetObjectId(values[Anum_es_proj_handler - 1]);
+	p->strategy = es_strategy_code(TextDatumGetCString(values[Anum_es_proj_strategy - 1]));
+	p->owner = DatumGetObjectId(values[Anum_es_proj_owner - 1]);
+	p->checkpoint = DatumGetInt64(values[Anum_es_proj_checkpoint - 1]);
+	p->failed = (*VARDATA_ANY(DatumGetTextPP(values[Anum_es_proj_status - 1])) == 'f');
+	p->retries = DatumGetInt32(values[Anum_es_proj_retries - 1]);
+	return true;
+}
+
+/* A name argument that must identify an existing projection */
+static void
+es_report_no_projection(text *name)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("projection \"%s\" does not exist", text_to_cstring(name)),
+			 errhint("Create it with eventsourced.create_projection().")));
+}
+
+/* The events read for one run */
+typedef struct EsFeedEvents
+{
+	EsFeedEvent *events;
+	int			n;
+} EsFeedEvents;
+
+/* Copy one feed event into the run's array (sized for max_events) */
+static void
+es_keep_event(TupleTableSlot *slot, void *arg)
+{
+	EsFeedEvents *out = (EsFeedEvents *) arg;
+	EsFeedEvent *ev = &out->events[out->n++];
+	Datum	   *v = slot->tts_values;
+
+	ev->position = DatumGetInt64(v[Anum_es_events_position - 1]);
+	ev->entity_id = datumCopy(v[Anum_es_events_entity_id - 1], false, -1);
+	ev->seq_no = DatumGetInt64(v[Anum_es_events_seq_no - 1]);
+	ev->event_type = datumCopy(v[Anum_es_events_event_type - 1], false, -1);
+	ev->payload_isnull = slot->tts_isnull[Anum_es_events_payload - 1];
+	ev->payload = ev->payload_isnull ? (Datum) 0 :
+		datumCopy(v[Anum_es_events_payload - 1], false, -1);
+}
+
+/* Read the next events of the projection's feed into an array */
+static EsFeedEvent *
+es_next_events(const EsProjection *p, int32 max_events, int *nevents)
+{
+	EsFeedRequest req = {p->entity_type, p->checkpoint, max_events};
+	EsFeedEvents out;
+
+	out.events = palloc(sizeof(EsFeedEvent) * Max(max_events, 1));
+	out.n = 0;
+	(void) es_feed_scan(&req, es_keep_event, &out);
+	*nevents = out.n;
+	return out.events;
+}
+
+/* Call the handler for one event, as the projection's owner */
+static void
+es_call_handler(EsProjection *p, const EsFeedEvent *ev)
+{
+	LOCAL_FCINFO(fcinfo, 5);
+	Oid			save_userid;
+	int			save_sec;
+
+	if (ev->payload_isnull && p->flinfo.fn_strict)
+		return;					/* a strict handler ignores binary events */
+	InitFunctionCallInfoData(*fcinfo, &p->flinfo, 5, InvalidOid, NULL, NULL);
+	fcinfo->args[0].value = ev->entity_id;
+	fcinfo->args[1].value = Int64GetDatum(ev->seq_no);
+	fcinfo->args[2].value = ev->event_type;
+	fcinfo->args[3].value = ev->payload;
+	fcinfo->args[4].value = Int64GetDatum(ev->position);
+	for (int i = 0; i < 5; i++)
+		fcinfo->args[i].isnull = false;
+	fcinfo->args[3].isnull = ev->payload_isnull;
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
+	(void) FunctionCallInvoke(fcinfo);
+	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/*
+ * Apply events[from..to) in one subtransaction.  On a handler error the
+ * subtransaction is rolled back, *err set, and false returned; a cancel or
+ * shutdown is re-thrown.
+ */
+static bool
+es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
+			   ErrorData **err)
+{
+	MemoryContext oldcxt = CurrentMemoryContext;
+	ResourceOwner oldowner = CurrentResourceOwner;
+	volatile bool ok = true;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(oldcxt);
+	PG_TRY();
+	{
+		for (int i = from; i < to; i++)
+			es_call_handler(p, &events[i]);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		MemoryContextSwitchTo(oldcxt);
+		*err = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			(*err)->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+			ReThrowError(*err);
+		ok = false;
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(oldcxt);
+	CurrentResourceOwner = oldowner;
+	return ok;
+}
+
+/* Apply events one by one, following the error strategy at a failure */
+static void
+es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, EsRunOutcome *out)
+{
+	for (int i = 0; i < n; i++)
+	{
+		ErrorData  *err;
+
+		if (es_apply_range(p, events, i, i + 1, &err))
+		{
+			out->applied++;
+			out->checkpoint = events[i].position;
+			out->retries = 0;
+			continue;
+		}
+		out->last_error = psprintf("%s (SQLSTATE %s)", err->message,
+								   unpack_sql_state(err->sqlerrcode));
+		out->last_error_position = events[i].position;
+		if (p->strategy == 'k')
+		{
+			out->errors++;
+			out->checkpoint = events[i].position;
+			continue;
+		}
+		out->retries = (p->strategy == 'r') ? p->retries + 1 : 0;
+		out->failed = (p->strategy == 's' || out->retries >= es_projection_max_retries);
+		return;
+	}
+}
+
+/* Store a run's outcome in the projection's row */
+static void
+es_store_outcome(const EsProjection *p, const EsRunOutcome *out)
+{
+	Datum		values[8];
+	bool		nulls[8] = {false, false, false, false, false, false,
+	out->last_error == NULL, out->last_error == NULL};
+
+	values[0] = PointerGetDatum(p->name);
+	values[1] = Int64GetDatum(out->checkpoint);
+	values[2] = Int64GetDatum(out->applied);
+	values[3] = Int64GetDatum(out->errors);
+	values[4] = BoolGetDatum(out->failed);
+	values[5] = Int32GetDatum(out->retries);
+	values[6] = out->last_error ? CStringGetTextDatum(out->last_error) : (Datum) 0;
+	values[7] = Int64GetDatum(out->last_error_position);
+	(void) es_exec_as_owner(es_catalog()->projection_state, &update_projection, values, nulls);
+}
+
+/*
+ * Run a projection once: apply up to max_events events in the caller's
+ * transaction.  Returns the number applied; with nowait, -1 when another run
+ * holds the projection and 0 when it no longer exists.
+ */
+int32
+es_run_projection(text *name, int32 max_events, bool nowait)
+{
+	EsProjection p;
+	EsRunOutcome out = {0};
+	EsFeedEvent *events;
+	int			n;
+	ErrorData  *err;
+
+	if (!es_lock_projection(name, nowait))
+		return -1;
+	if (!es_read_projection(name, &p))
+	{
+		if (nowait)
+			return 0;
+		es_report_no_projection(name);
+	}
+	if (p.failed)
+		return 0;
+	events = es_next_events(&p, max_events, &n);
+	if (n == 0)
+		return 0;
+
+	fmgr_info(p.handler, &p.flinfo);
+	out.checkpoint = p.checkpoint;
+	out.retries = p.retries;
+	if (es_apply_range(&p, events, 0, n, &err))
+	{
+		out.applied = n;
+		out.checkpoint = events[n - 1].position;
+		out.retries = 0;
+	}
+	else
+		es_apply_each(&p, events, n, &out);
+	es_store_outcome(&p, &out);
+	return out.applied;
+}
+
+/* A projection handler: (text, bigint, text, jsonb, bigint) RETURNS void */
+static Oid
+es_check_projection_handler(Oid fn)
+{
+	static const Oid argtypes[5] = {TEXTOID, INT8OID, TEXTOID, JSONBOID, INT8OID};
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+	Form_pg_proc proc;
+	bool		ok;
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("projection handler with OID %u does not exist", fn)));
+	proc = (Form_pg_proc) GETSTRUCT(tup);
+	ok = proc->prokind == PROKIND_FUNCTION && !proc->proretset &&
+		proc->prorettype == VOIDOID && proc->pronargs == 5 &&
+		memcmp(proc->proargtypes.values, argtypes, sizeof(argtypes)) == 0;
+	ReleaseSysCache(tup);
+	if (!ok)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s cannot be a projection handler", format_procedure(fn)),
+				 errdetail("A projection handler must be a function (entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint) RETURNS void.")));
+	return fn;
+}
+
+/* The error_strategy argument: stop, skip or retry */
+static text *
+es_strategy_arg(FunctionCallInfo fcinfo, int argno)
+{
+	text	   *t = es_name_arg(fcinfo, argno, "error_strategy", ES_MAX_NAME_LEN);
+
+	if (es_strategy_code(text_to_cstring(t)) == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid error_strategy \"%s\"", text_to_cstring(t)),
+				 errhint("Use 'stop', 'skip' or 'retry'.")));
+	return t;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_create_projection);
+
+/* create_projection(name, entity_type, handler, error_strategy) */
+Datum
+eventsourced_create_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
+	text	   *type = PG_ARGISNULL(1) ? NULL :
+		es_name_arg(fcinfo, 1, "entity_type", ES_MAX_TYPE_LEN);
+	Oid			handler;
+	Datum		values[5];
+	bool		nulls[5] = {false, type == NULL, false, false, false};
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("projection handler must not be null")));
+	handler = es_check_projection_handler(PG_GETARG_OID(2));
+	values[0] = PointerGetDatum(name);
+	values[1] = type ? PointerGetDatum(type) : (Datum) 0;
+	values[2] = ObjectIdGetDatum(handler);
+	values[3] = PointerGetDatum(es_strategy_arg(fcinfo, 3));
+	values[4] = ObjectIdGetDatum(GetUserId());
+	if (!es_lock_projection(name, false) || es_read_projection(name, &(EsProjection) {0}))
+		ereport(ERROR,
+				(errcode(ERRCODE_DUPLICATE_OBJECT),
+				 errmsg("projection \"%s\" already exists", text_to_cstring(name)),
+				 errhint("Drop it first, or reset it with eventsourced.reset_projection().")));
+	(void) es_exec_as_owner(es_catalog()->projection_state, &insert_projection, values, nulls);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_run_projection);
+
+/* run_projection(name, max_events): events applied */
+Datum
+eventsourced_run_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
+	int32		max_events = PG_ARGISNULL(1) ? ES_DEFAULT_BATCH : PG_GETARG_INT32(1);
+
+	if (max_events < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_events must not be negative"),
+				 errdetail("max_events was %d.", max_events)));
+	PreventCommandIfReadOnly("eventsourced.run_projection()");
+	PG_RETURN_INT32(es_run_projection(name, max_events, false));
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_reset_projection);
+
+/* reset_projection(name, pos): move the checkpoint, clear a failure */
+Datum
+eventsourced_reset_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
+	Datum		values[2];
+
+	if (PG_ARGISNULL(1) || PG_GETARG_INT64(1) < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("pos must be a position, 0 or more"),
+				 errhint("Pass 0 to replay the whole feed.")));
+	(void) es_lock_projection(name, false);
+	values[0] = PointerGetDatum(name);
+	values[1] = PG_GETARG_DATUM(1);
+	if (es_exec_as_owner(es_catalog()->projection_state, &reset_projection, values, NULL) == 0)
+		es_report_no_projection(name);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_drop_projection);
+
+/* drop_projection(name) */
+Datum
+eventsourced_drop_projection(PG_FUNCTION_ARGS)
+{
+	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
+	Datum		values[1];
+
+	(void) es_lock_projection(name, false);
+	values[0] = PointerGetDatum(name);
+	if (es_exec_as_owner(es_catalog()->projection_state, &delete_projection, values, NULL) == 0)
+		es_report_no_projection(name);
+	PG_RETURN_VOID();
+}
+
+/* GUCs of projections */
+void
+es_projection_init(void)
+{
+	DefineCustomIntVariable("eventsourced.projection_max_retries",
+							"Handler failures in a row after which a 'retry' projection stops.",
+							NULL, &es_projection_max_retries, 3, 1, 1000000,
+							PGC_SUSET, 0, NULL, NULL, NULL);
+}

@@ -1,0 +1,543 @@
+/*
+ * registry.c
+ *		Registration of entity types and command handlers, and their lookup.
+ *
+ * Registrations name their handlers by schema-qualified signature (text),
+ * so a dump restores them by name and pg_upgrade accepts the tables.
+ * Registrations are read on every use (two index lookups); resolved
+ * signatures are cached per backend until a function, schema or type
+ * changes.  The function's kind, argument and result types are checked
+ * again on every use: a handler that was dropped and re-created differently
+ * is refused instead of being called with the wrong types.  Writes to our
+ * tables run as the table owner, so callers need only EXECUTE on the SQL
+ * functions.
+ */
+#include "eventsourced.h"
+
+#include "access/genam.h"
+#include "access/htup_details.h"
+#include "access/table.h"
+#include "access/tableam.h"
+#include "catalog/namespace.h"
+#include "catalog/pg_class.h"
+#include "catalog/pg_collation.h"
+#include "catalog/pg_proc.h"
+#include "catalog/pg_type.h"
+#include "common/hashfn.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "tcop/utility.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/fmgroids.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/regproc.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+/* Attribute numbers of eventsourced.entity_types */
+#define Anum_es_entity_types_event_handler	2
+#define Anum_es_entity_types_initial_state	4
+#define Anum_es_entity_types_snapshot_after 5
+#define Anum_es_entity_types_generation		6
+#define Natts_es_entity_types				6
+
+/* Attribute numbers of eventsourced.commands */
+#define Anum_es_commands_handler	3
+#define Natts_es_commands			3
+
+/* Longest handler signature the backend caches (longer ones are resolved each time) */
+#define ES_MAX_SIGNATURE_LEN	512
+
+/* A resolved handler signature */
+typedef struct EsSignatureEntry
+{
+	char		signature[ES_MAX_SIGNATURE_LEN];	/* hash key */
+	Oid			fn;
+} EsSignatureEntry;
+
+static HTAB *signature_cache = NULL;
+static bool signature_cache_valid = false;
+
+/* What a handler must look like */
+typedef struct EsSignature
+{
+	const char *what;			/* "event handler" */
+	Oid			argtypes[3];
+	Oid			rettype;		/* InvalidOid: eventsourced.decision */
+	const char *rule;			/* the signature, as a sentence for messages */
+} EsSignature;
+
+static const EsSignature event_handler_sig = {
+	"event handler", {JSONBOID, TEXTOID, JSONBOID}, JSONBOID,
+	"An event handler is a function (state jsonb, event_type text, payload jsonb) RETURNS jsonb."
+};
+
+static const EsSignature command_handler_sig = {
+	"command handler", {TEXTOID, JSONBOID, JSONBOID}, InvalidOid,
+	"A command handler is a function (entity_id text, state jsonb, args jsonb) RETURNS eventsourced.decision."
+};
+
+static EsStatement upsert_entity_type = {
+	"INSERT INTO eventsourced.entity_types AS t (entity_type, event_handler, "
+	"event_handler_hash, initial_state, snapshot_after, generation) "
+	"VALUES ($1, $2, $3, $4, $5, "
+	"pg_catalog.nextval('eventsourced.generation_seq'::pg_catalog.regclass)) "
+	"ON CONFLICT (entity_type) DO UPDATE SET event_handler = excluded.event_handler, "
+	"event_handler_hash = excluded.event_handler_hash, "
+	"initial_state = excluded.initial_state, snapshot_after = excluded.snapshot_after, "
+	"generation = CASE WHEN t.event_handler OPERATOR(pg_catalog.=) excluded.event_handler "
+	"AND t.event_handler_hash OPERATOR(pg_catalog.=) excluded.event_handler_hash "
+	"AND t.initial_state OPERATOR(pg_catalog.=) excluded.initial_state "
+	"THEN t.generation ELSE excluded.generation END",
+	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID}
+};
+
+static EsStatement upsert_command = {
+	"INSERT INTO eventsourced.commands AS c (entity_type, command, handler) "
+	"SELECT $1, $2, $3 WHERE EXISTS (SELECT FROM eventsourced.entity_types t "
+	"WHERE t.entity_type OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\") "
+	"ON CONFLICT (entity_type, command) DO UPDATE SET handler = excluded.handler",
+	3, {TEXTOID, TEXTOID, TEXTOID}
+};
+
+/* The owner of one of our relations: our internal work runs as that role */
+static Oid
+es_rel_owner(Oid relid)
+{
+	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
+	Oid			owner;
+
+	if (!HeapTupleIsValid(tup))
+		elog(ERROR, "cache lookup failed for relation %u", relid);
+	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
+	ReleaseSysCache(tup);
+	return owner;
+}
+
+/* Run one statement on our tables as the owner of relid; returns rows processed */
+uint64
+es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls)
+{
+	Oid			save_userid;
+	int			save_sec;
+	Oid			owner = es_rel_owner(relid);
+	char		spi_nulls[ES_MAX_STATEMENT_ARGS];
+	uint64		processed;
+
+	for (int i = 0; i < stmt->nargs; i++)
+		spi_nulls[i] = (nulls != NULL && nulls[i]) ? 'n' : ' ';
+
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(owner, save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (stmt->plan == NULL)
+	{
+		SPIPlanPtr	plan = SPI_prepare(stmt->sql, stmt->nargs, stmt->argtypes);
+
+		if (plan == NULL || SPI_keepplan(plan) != 0)
+			elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+		stmt->plan = plan;
+	}
+	if (SPI_execute_plan(stmt->plan, values, spi_nulls, false, 0) < 0)
+		elog(ERROR, "SPI_execute_plan failed: %s", stmt->sql);
+	processed = SPI_processed;
+	SPI_finish();
+	SetUserIdAndSecContext(save_userid, save_sec);
+	return processed;
+}
+
+/*
+ * Fetch the row of heap whose index entry matches the keys, as the active
+ * snapshot sees it, into values/nulls, which have room for every column
+ * (varlenas detoasted, in the current memory context); false when there is
+ * none.
+ */
+bool
+es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
+				Datum *values, bool *nulls)
+{
+	Relation	heap = table_open(heapid, AccessShareLock);
+	Relation	index = index_open(indexid, AccessShareLock);
+	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	TupleDesc	desc = RelationGetDescr(heap);
+	IndexScanDesc scan = index_beginscan(heap, index, GetActiveSnapshot(), nkeys, 0);
+	bool		found;
+
+	index_rescan(scan, keys, nkeys, NULL, 0);
+	found = index_getnext_slot(scan, ForwardScanDirection, slot);
+	if (found)
+	{
+		slot_getallattrs(slot);
+		for (int i = 0; i < desc->natts; i++)
+		{
+			nulls[i] = slot->tts_isnull[i];
+			values[i] = nulls[i] ? (Datum) 0 :
+				datumCopy(slot->tts_values[i], TupleDescAttr(desc, i)->attbyval,
+						  TupleDescAttr(desc, i)->attlen);
+			if (!nulls[i] && TupleDescAttr(desc, i)->attlen == -1)
+				values[i] = PointerGetDatum(pg_detoast_datum_packed((struct varlena *) DatumGetPointer(values[i])));
+		}
+	}
+	index_endscan(scan);
+	ExecDropSingleTupleTableSlot(slot);
+	index_close(index, AccessShareLock);
+	table_close(heap, AccessShareLock);
+	return found;
+}
+
+/* The OID of eventsourced.decision, the result type of command handlers */
+static Oid
+es_decision_type(void)
+{
+	Oid			nsp = get_namespace_oid("eventsourced", false);
+
+	return GetSysCacheOid2(TYPENAMENSP, Anum_pg_type_oid,
+						   CStringGetDatum("decision"), ObjectIdGetDatum(nsp));
+}
+
+/* How a routine that is not a plain function is called in messages */
+static const char *
+es_prokind_name(char prokind)
+{
+	switch (prokind)
+	{
+		case PROKIND_PROCEDURE:
+			return "a procedure";
+		case PROKIND_AGGREGATE:
+			return "an aggregate function";
+		case PROKIND_WINDOW:
+			return "a window function";
+	}
+	return "not a plain function";
+}
+
+/* "(text, jsonb)": a function's argument types, for messages */
+static char *
+es_argtypes_string(Form_pg_proc proc)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	appendStringInfoChar(&buf, '(');
+	for (int i = 0; i < proc->pronargs; i++)
+		appendStringInfo(&buf, "%s%s", i > 0 ? ", " : "",
+						 format_type_be(proc->proargtypes.values[i]));
+	appendStringInfoChar(&buf, ')');
+	return buf.data;
+}
+
+/* The argument types are exactly the ones the signature wants */
+static bool
+es_argtypes_match(Form_pg_proc proc, const EsSignature *sig)
+{
+	if (proc->pronargs != lengthof(sig->argtypes))
+		return false;
+	for (int i = 0; i < proc->pronargs; i++)
+		if (proc->proargtypes.values[i] != sig->argtypes[i])
+			return false;
+	return true;
+}
+
+/* Refuse a function that cannot serve as the handler sig describes */
+static void
+es_check_form(Form_pg_proc proc, const char *name, const EsSignature *sig, Oid rettype)
+{
+	if (proc->prokind != PROKIND_FUNCTION)
+		ereport(ERROR,
+				(errcode(ERRCODE_WRONG_OBJECT_TYPE),
+				 errmsg("%s %s is %s", sig->what, name, es_prokind_name(proc->prokind)),
+				 errdetail("%s", sig->rule)));
+	if (proc->proretset)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s %s returns a set", sig->what, name),
+				 errdetail("%s", sig->rule)));
+	if (!es_argtypes_match(proc, sig))
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s %s has the wrong argument types", sig->what, name),
+				 errdetail("It takes %s. %s", es_argtypes_string(proc), sig->rule)));
+	if (proc->prorettype != rettype)
+		ereport(ERROR,
+				(errcode(ERRCODE_DATATYPE_MISMATCH),
+				 errmsg("%s %s returns %s", sig->what, name, format_type_be(proc->prorettype)),
+				 errdetail("%s", sig->rule)));
+}
+
+/* 64-bit hash of a text column of pg_proc, chained onto seed */
+static uint64
+es_hash_proc_text(HeapTuple tup, AttrNumber attno, uint64 seed)
+{
+	bool		isnull;
+	Datum		d = SysCacheGetAttr(PROCOID, tup, attno, &isnull);
+	text	   *t;
+
+	if (isnull)
+		return seed;
+	t = DatumGetTextPP(d);
+	return hash_any_extended((unsigned char *) VARDATA_ANY(t), VARSIZE_ANY_EXHDR(t), seed);
+}
+
+/*
+ * Check fn against the signature; when hash is given, set it to a hash of
+ * the definition (body, library symbol or SQL body), so that a changed body
+ * counts as a change.
+ */
+static void
+es_check_handler(Oid fn, const EsSignature *sig, int64 *hash)
+{
+	Oid			rettype = OidIsValid(sig->rettype) ? sig->rettype : es_decision_type();
+	HeapTuple	tup = SearchSysCache1(PROCOID, ObjectIdGetDatum(fn));
+
+	if (!HeapTupleIsValid(tup))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s with OID %u does not exist", sig->what, fn)));
+	es_check_form((Form_pg_proc) GETSTRUCT(tup), format_procedure(fn), sig, rettype);
+	if (hash != NULL)
+		*hash = (int64) es_hash_proc_text(tup, Anum_pg_proc_prosqlbody,
+										  es_hash_proc_text(tup, Anum_pg_proc_probin,
+															es_hash_proc_text(tup, Anum_pg_proc_prosrc, 0)));
+	ReleaseSysCache(tup);
+}
+
+/* A handler argument: present and of the right form; sets its definition hash */
+static Oid
+es_handler_arg(FunctionCallInfo fcinfo, int argno, const EsSignature *sig, int64 *hash)
+{
+	Oid			fn;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("%s must not be null", sig->what)));
+	fn = PG_GETARG_OID(argno);
+	es_check_handler(fn, sig, hash);
+	return fn;
+}
+
+/* snapshot_after: NULL (never) or at least 1 */
+static void
+es_check_snapshot_after(FunctionCallInfo fcinfo, int argno)
+{
+	if (PG_ARGISNULL(argno) || PG_GETARG_INT32(argno) >= 1)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+			 errmsg("snapshot_after must be at least 1"),
+			 errdetail("snapshot_after was %d.", PG_GETARG_INT32(argno)),
+			 errhint("Pass NULL to save no snapshots.")));
+}
+
+/* Resolve a signature to its function as the owner of our tables, or fail */
+static Oid
+es_resolve_signature(Datum signature, const EsSignature *sig)
+{
+	LOCAL_FCINFO(lookup, 1);
+	Oid			save_userid;
+	int			save_sec;
+	Datum		fn;
+
+	InitFunctionCallInfoData(*lookup, NULL, 1, InvalidOid, NULL, NULL);
+	lookup->args[0].value = signature;
+	lookup->args[0].isnull = false;
+	GetUserIdAndSecContext(&save_userid, &save_sec);
+	SetUserIdAndSecContext(es_rel_owner(es_catalog()->entity_types),
+						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
+						   SECURITY_RESTRICTED_OPERATION);
+	fn = to_regprocedure(lookup);
+	SetUserIdAndSecContext(save_userid, save_sec);
+	if (lookup->isnull)
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_FUNCTION),
+				 errmsg("%s %s does not exist", sig->what, TextDatumGetCString(signature)),
+				 errhint("Create the function again, or register another %s.", sig->what)));
+	return DatumGetObjectId(fn);
+}
+
+/* Forget every resolved signature when a function, schema or type changes */
+static void
+es_signature_cache_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	signature_cache_valid = false;
+}
+
+/*
+ * The backend's cache of resolved signatures, (re)built empty when it was
+ * invalidated.  Resolving a signature parses its type names, which costs
+ * more than the rest of a registration lookup.
+ */
+static HTAB *
+es_signature_cache(void)
+{
+	HASHCTL		ctl;
+
+	if (signature_cache != NULL && signature_cache_valid)
+		return signature_cache;
+	if (signature_cache == NULL)
+	{
+		CacheRegisterSyscacheCallback(PROCOID, es_signature_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, es_signature_cache_invalidate, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, es_signature_cache_invalidate, (Datum) 0);
+	}
+	else
+		hash_destroy(signature_cache);
+	ctl.keysize = ES_MAX_SIGNATURE_LEN;
+	ctl.entrysize = sizeof(EsSignatureEntry);
+	signature_cache = hash_create("eventsourced handler signatures", 16, &ctl,
+								  HASH_ELEM | HASH_STRINGS);
+	signature_cache_valid = true;
+	return signature_cache;
+}
+
+/*
+ * The function a stored signature names, cached per backend.  The lookup
+ * runs as the owner of our tables, so callers need no USAGE on the
+ * handler's schema: the registration already named the function.
+ */
+static Oid
+es_lookup_signature(Datum signature, const EsSignature *sig)
+{
+	char	   *str = TextDatumGetCString(signature);
+	bool		cacheable = strlen(str) < ES_MAX_SIGNATURE_LEN;
+	EsSignatureEntry *entry;
+	Oid			fn;
+
+	if (cacheable &&
+		(entry = hash_search(es_signature_cache(), str, HASH_FIND, NULL)) != NULL)
+		return entry->fn;
+	fn = es_resolve_signature(signature, sig);
+	if (cacheable)
+	{
+		entry = hash_search(es_signature_cache(), str, HASH_ENTER, NULL);
+		entry->fn = fn;
+	}
+	return fn;
+}
+
+/*
+ * Resolve a stored handler signature and check it again as the caller will
+ * run it: same form as at registration, and EXECUTE granted to the caller.
+ */
+Oid
+es_resolve_handler(Datum signature, bool event_handler)
+{
+	const EsSignature *sig = event_handler ? &event_handler_sig : &command_handler_sig;
+	Oid			fn = es_lookup_signature(signature, sig);
+	AclResult	acl;
+
+	es_check_handler(fn, sig, NULL);
+	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+	return fn;
+}
+
+/* An entity type that nobody registered */
+static void
+es_report_unregistered(text *type)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNDEFINED_OBJECT),
+			 errmsg("entity type \"%s\" is not registered", text_to_cstring(type)),
+			 errhint("Register it with eventsourced.register_entity().")));
+}
+
+/* The registration of an entity type, as the active snapshot sees it */
+void
+es_lookup_entity_type(text *type, EsEntityType *reg)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData key;
+	Datum		values[Natts_es_entity_types];
+	bool		nulls[Natts_es_entity_types];
+
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
+	if (!es_fetch_by_key(cat->entity_types, cat->entity_types_pkey, &key, 1, values, nulls))
+		es_report_unregistered(type);
+	reg->event_handler = es_resolve_handler(values[Anum_es_entity_types_event_handler - 1], true);
+	reg->initial_state = values[Anum_es_entity_types_initial_state - 1];
+	reg->snapshot_after = nulls[Anum_es_entity_types_snapshot_after - 1] ? 0 :
+		DatumGetInt32(values[Anum_es_entity_types_snapshot_after - 1]);
+	reg->generation = DatumGetInt64(values[Anum_es_entity_types_generation - 1]);
+}
+
+/* The command handler registered for (type, command) */
+Oid
+es_lookup_command(text *type, text *command)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData keys[2];
+	Datum		values[Natts_es_commands];
+	bool		nulls[Natts_es_commands];
+
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
+	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(command));
+	if (!es_fetch_by_key(cat->commands, cat->commands_pkey, keys, 2, values, nulls))
+		ereport(ERROR,
+				(errcode(ERRCODE_UNDEFINED_OBJECT),
+				 errmsg("entity type \"%s\" has no command \"%s\"",
+						text_to_cstring(type), text_to_cstring(command)),
+				 errhint("Register it with eventsourced.register_command().")));
+	return es_resolve_handler(values[Anum_es_commands_handler - 1], false);
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_register_entity);
+
+/* register_entity(entity_type, event_handler, initial_state, snapshot_after) */
+Datum
+eventsourced_register_entity(PG_FUNCTION_ARGS)
+{
+	text	   *type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
+	int64		hash;
+	Oid			handler = es_handler_arg(fcinfo, 1, &event_handler_sig, &hash);
+	Datum		values[5];
+	bool		nulls[5] = {false, false, false, false, PG_ARGISNULL(3)};
+
+	if (PG_ARGISNULL(2))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("initial_state must not be null"),
+				 errhint("Use 'null'::jsonb for an entity that starts without state.")));
+	es_check_snapshot_after(fcinfo, 3);
+	PreventCommandIfReadOnly("eventsourced.register_entity()");
+
+	values[0] = PointerGetDatum(type);
+	values[1] = CStringGetTextDatum(format_procedure_qualified(handler));
+	values[2] = Int64GetDatum(hash);
+	values[3] = PG_GETARG_DATUM(2);
+	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
+	(void) es_exec_as_owner(es_catalog()->entity_types, &upsert_entity_type, values, nulls);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_register_command);
+
+/* register_command(entity_type, command, handler) */
+Datum
+eventsourced_register_command(PG_FUNCTION_ARGS)
+{
+	text	   *type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
+	text	   *command = es_name_arg(fcinfo, 1, "command", ES_MAX_TYPE_LEN);
+	int64		hash;
+	Oid			handler = es_handler_arg(fcinfo, 2, &command_handler_sig, &hash);
+	Datum		values[3];
+
+	PreventCommandIfReadOnly("eventsourced.register_command()");
+	values[0] = PointerGetDatum(type);
+	values[1] = PointerGetDatum(command);
+	values[2] = CStringGetTextDatum(format_procedure_qualified(handler));
+	if (es_exec_as_owner(es_catalog()->commands, &upsert_command, values, NULL) == 0)
+		es_report_unregistered(type);
+	PG_RETURN_VOID();
+}

@@ -1,0 +1,231 @@
+/*
+ * worker.c
+ *		Background workers (library preloaded): for each database listed in
+ *		eventsourced.worker_databases, eventsourced.projection_workers
+ *		workers send the coalesced commit notifications and keep every
+ *		running projection current.  Committing appenders wake them through
+ *		their latch; eventsourced.worker_naptime is only the fallback poll.
+ *
+ * A worker whose database or extension does not exist (yet, or any more)
+ * waits and retries: the postmaster restarts a worker that could not
+ * connect, and a connected worker skips its projections while the
+ * extension is missing.  Runs of one projection by several workers never
+ * overlap (run_projection's lock, taken without waiting).
+ */
+#include "eventsourced.h"
+
+#include "access/xact.h"
+#include "catalog/namespace.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "miscadmin.h"
+#include "pgstat.h"
+#include "postmaster/bgworker.h"
+#include "postmaster/interrupt.h"
+#include "storage/ipc.h"
+#include "storage/latch.h"
+#include "tcop/tcopprot.h"
+#include "utils/builtins.h"
+#include "utils/guc.h"
+#include "utils/memutils.h"
+#include "utils/snapmgr.h"
+#include "utils/varlena.h"
+
+#define ES_MAX_WORKERS_PER_DB	8
+#define ES_WORKER_BATCH			1000
+#define ES_WORKER_MAX_BATCHES	10		/* per projection per pass */
+#define ES_WORKER_RESTART_SECS	2
+
+PGDLLEXPORT void eventsourced_worker_main(Datum arg);
+
+static char *worker_databases = NULL;
+static int	projection_workers = 1;
+static int	worker_naptime_ms = 1000;
+
+/* The database names of eventsourced.worker_databases */
+static List *
+es_worker_database_list(void)
+{
+	List	   *names = NIL;
+
+	if (worker_databases == NULL || worker_databases[0] == '\0')
+		return NIL;
+	if (!SplitIdentifierString(pstrdup(worker_databases), ',', &names))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid list syntax in eventsourced.worker_databases")));
+	return names;
+}
+
+/* Register the static workers, one set per listed database */
+static void
+es_worker_register_all(void)
+{
+	List	   *dbs = es_worker_database_list();
+
+	for (int d = 0; d < list_length(dbs); d++)
+	{
+		for (int k = 0; k < projection_workers; k++)
+		{
+			BackgroundWorker worker;
+
+			memset(&worker, 0, sizeof(worker));
+			worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+			worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+			worker.bgw_restart_time = ES_WORKER_RESTART_SECS;
+			strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
+			strlcpy(worker.bgw_function_name, "eventsourced_worker_main", BGW_MAXLEN);
+			snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced worker %d for %s",
+					 k + 1, (char *) list_nth(dbs, d));
+			strlcpy(worker.bgw_type, "eventsourced worker", BGW_MAXLEN);
+			worker.bgw_main_arg = Int32GetDatum(d);
+			RegisterBackgroundWorker(&worker);
+		}
+	}
+}
+
+/*
+ * GUCs of the workers, and their registration.  The PGC_POSTMASTER ones can
+ * only be defined while preloading; without it there are no workers.
+ */
+void
+es_worker_init(void)
+{
+	DefineCustomIntVariable("eventsourced.worker_naptime",
+							"How long a worker sleeps when no commit wakes it.",
+							NULL, &worker_naptime_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	DefineCustomStringVariable("eventsourced.worker_databases",
+							   "Comma-separated databases whose projections and notifications background workers handle.",
+							   NULL, &worker_databases, "", PGC_POSTMASTER, 0,
+							   NULL, NULL, NULL);
+	DefineCustomIntVariable("eventsourced.projection_workers",
+							"Background workers per database in eventsourced.worker_databases (0: none).",
+							NULL, &projection_workers, 1, 0, ES_MAX_WORKERS_PER_DB,
+							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	es_worker_register_all();
+}
+
+/* Names of the running projections, if the extension exists (own transaction) */
+static List *
+es_worker_projection_names(MemoryContext cxt)
+{
+	List	   *names = NIL;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("eventsourced", true)))
+	{
+		if (SPI_connect() != SPI_OK_CONNECT)
+			elog(ERROR, "SPI_connect failed");
+		if (SPI_execute("SELECT name FROM eventsourced.projection_state "
+						"WHERE status OPERATOR(pg_catalog.=) 'running' ORDER BY name",
+						true, 0) != SPI_OK_SELECT)
+			elog(ERROR, "could not list projections");
+		for (uint64 i = 0; i < SPI_processed; i++)
+		{
+			MemoryContext old = MemoryContextSwitchTo(cxt);
+
+			names = lappend(names, SPI_getvalue(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, 1));
+			MemoryContextSwitchTo(old);
+		}
+		SPI_finish();
+	}
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	return names;
+}
+
+/* One batch of one projection in its own transaction; events applied */
+static int32
+es_worker_run_batch(const char *name)
+{
+	int32		n;
+
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	pgstat_report_activity(STATE_RUNNING, name);
+	n = es_run_projection(cstring_to_text(name), ES_WORKER_BATCH, true);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	pgstat_report_activity(STATE_IDLE, NULL);
+	return n;
+}
+
+/* A batch whose error is logged instead of ending the worker; events applied */
+static int32
+es_worker_try_batch(const char *name)
+{
+	volatile int32 n = 0;
+
+	PG_TRY();
+	{
+		n = es_worker_run_batch(name);
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		n = 0;
+	}
+	PG_END_TRY();
+	return n;
+}
+
+/* Bring every running projection up to date */
+static void
+es_worker_pass(MemoryContext cxt)
+{
+	ListCell   *lc;
+	List	   *names = es_worker_projection_names(cxt);
+
+	foreach(lc, names)
+	{
+		for (int b = 0; b < ES_WORKER_MAX_BATCHES; b++)
+		{
+			int32		n = es_worker_try_batch((const char *) lfirst(lc));
+
+			(void) es_notify_flush();
+			if (n < ES_WORKER_BATCH)
+				break;
+		}
+	}
+}
+
+/* Entry point of a worker */
+void
+eventsourced_worker_main(Datum arg)
+{
+	List	   *dbs;
+	MemoryContext pass_cxt;
+
+	pqsignal(SIGHUP, SignalHandlerForConfigReload);
+	pqsignal(SIGTERM, die);
+	BackgroundWorkerUnblockSignals();
+	dbs = es_worker_database_list();
+	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, DatumGetInt32(arg)), NULL, 0);
+	pgstat_report_appname("eventsourced worker");
+	es_notify_register_worker();
+	pass_cxt = AllocSetContextCreate(TopMemoryContext, "eventsourced worker pass",
+									 ALLOCSET_DEFAULT_SIZES);
+	for (;;)
+	{
+		CHECK_FOR_INTERRUPTS();
+		if (ConfigReloadPending)
+		{
+			ConfigReloadPending = false;
+			ProcessConfigFile(PGC_SIGHUP);
+		}
+		ResetLatch(MyLatch);
+		MemoryContextSwitchTo(pass_cxt);
+		(void) es_notify_flush();
+		es_worker_pass(pass_cxt);
+		MemoryContextSwitchTo(TopMemoryContext);
+		MemoryContextReset(pass_cxt);
+		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 worker_naptime_ms, PG_WAIT_EXTENSION);
+	}
+}

@@ -1,0 +1,204 @@
+/*
+ * feed_read.c
+ *		Reads a whole entity type from the feed with libpq, as rows
+ *		(events_by_type, text format) or as protobuf batches
+ *		(events_by_type_pb, decoded with protobuf-c into an arena that is
+ *		emptied after each batch), and prints
+ *		"events seconds bytes": the bytes are the result values plus the
+ *		DataRow framing the server sends for them.
+ *
+ *		usage: feed_read CONNSTR ENTITY_TYPE rows|pb BATCH
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+
+#include "libpq-fe.h"
+#include "eventsourced.pb-c.h"
+
+#define DATAROW_OVERHEAD	7		/* type byte, length, column count */
+#define ARENA_ALIGN			8
+#define COLUMN_OVERHEAD		4		/* length word per value */
+
+/* Seconds on a monotonic clock */
+static double
+now_seconds(void)
+{
+	struct timespec ts;
+
+	clock_gettime(CLOCK_MONOTONIC, &ts);
+	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* A bump allocator for protobuf-c, emptied after each batch */
+typedef struct Arena
+{
+	char	   *base;
+	size_t		used,
+				size;
+} Arena;
+
+/* Allocate from the arena, growing it when full (a batch never outlives it) */
+static void *
+arena_alloc(void *ctx, size_t n)
+{
+	Arena	   *a = (Arena *) ctx;
+	void	   *p;
+
+	n = (n + ARENA_ALIGN - 1) & ~(size_t) (ARENA_ALIGN - 1);
+	if (a->base == NULL && (a->base = malloc(a->size)) == NULL)
+		return NULL;
+	if (a->used + n > a->size)
+	{
+		if (a->used > 0)
+			return malloc(n);	/* rare: leaks only until exit, never in steady state */
+		a->size = n > a->size * 2 ? n : a->size * 2;
+		a->base = realloc(a->base, a->size);
+		if (a->base == NULL)
+			return NULL;
+	}
+	p = a->base + a->used;
+	a->used += n;
+	return p;
+}
+
+/* Arena memory is released all at once */
+static void
+arena_free(void *ctx, void *p)
+{
+}
+
+static Arena arena = {NULL, 0, 1 << 20};
+static long long checksum;		/* keeps the decoding from being optimized away */
+static ProtobufCAllocator arena_allocator = {arena_alloc, arena_free, &arena};
+
+/* Run one page query or exit with the server's message */
+static PGresult *
+page(PGconn *conn, const char *sql, const char *type, long long after,
+	 const char *batch, int binary)
+{
+	char		afterbuf[32];
+	const char *params[3] = {type, afterbuf, batch};
+	PGresult   *res;
+
+	snprintf(afterbuf, sizeof(afterbuf), "%lld", after);
+	res = PQexecParams(conn, sql, 3, NULL, params, NULL, NULL, binary);
+	if (PQresultStatus(res) != PGRES_TUPLES_OK)
+	{
+		fprintf(stderr, "feed_read: %s", PQerrorMessage(conn));
+		exit(1);
+	}
+	return res;
+}
+
+/* What a consumer gets from a row: the values decoded from their text form */
+static long long
+decode_row(PGresult *res, int r)
+{
+	long long	check = atoll(PQgetvalue(res, r, 0)) + atoll(PQgetvalue(res, r, 2));
+	int			year, month, day, hour, minute;
+	double		second;
+
+	/* payload (jsonb text) and metadata are used as JSON text; bytes unescaped */
+	check += PQgetlength(res, r, 4) + PQgetlength(res, r, 5);
+	if (!PQgetisnull(res, r, 8))
+	{
+		size_t		len;
+		unsigned char *bytes = PQunescapeBytea((const unsigned char *) PQgetvalue(res, r, 8), &len);
+
+		check += (long long) len;
+		PQfreemem(bytes);
+	}
+	if (sscanf(PQgetvalue(res, r, 7), "%d-%d-%d %d:%d:%lf", &year, &month, &day,
+			   &hour, &minute, &second) == 6)
+		check += day;
+	return check;
+}
+
+/* One page as rows; returns the number of events, advances *after */
+static int
+read_rows(PGconn *conn, const char *type, long long *after, const char *batch, long long *bytes)
+{
+	PGresult   *res = page(conn, "SELECT * FROM eventsourced.events_by_type($1, $2, $3)",
+						   type, *after, batch, 0);
+	int			n = PQntuples(res);
+	int			ncols = PQnfields(res);
+
+	for (int r = 0; r < n; r++)
+	{
+		checksum += decode_row(res, r);
+		*bytes += DATAROW_OVERHEAD;
+		for (int c = 0; c < ncols; c++)
+			*bytes += COLUMN_OVERHEAD + PQgetlength(res, r, c);
+	}
+	if (n > 0)
+		*after = atoll(PQgetvalue(res, n - 1, 0));
+	PQclear(res);
+	return n;
+}
+
+/* One page as an EventBatch; returns the number of events, advances *after */
+static int
+read_pb(PGconn *conn, const char *type, long long *after, const char *batch, long long *bytes)
+{
+	PGresult   *res = page(conn, "SELECT eventsourced.events_by_type_pb($1, $2, $3)",
+						   type, *after, batch, 1);
+	Eventsourced__EventBatch *msg;
+	int			n;
+
+	*bytes += DATAROW_OVERHEAD + COLUMN_OVERHEAD + PQgetlength(res, 0, 0);
+	arena.used = 0;
+	msg = eventsourced__event_batch__unpack(&arena_allocator, PQgetlength(res, 0, 0),
+											(const uint8_t *) PQgetvalue(res, 0, 0));
+	if (msg == NULL)
+	{
+		fprintf(stderr, "feed_read: cannot decode EventBatch\n");
+		exit(1);
+	}
+	n = (int) msg->n_events;
+	for (int i = 0; i < n; i++)
+		checksum += (long long) msg->events[i]->position + msg->events[i]->payload.len;
+	*after = (long long) msg->last_position;
+	PQclear(res);
+	return n;
+}
+
+int
+main(int argc, char **argv)
+{
+	PGconn	   *conn;
+	long long	after = 0,
+				events = 0,
+				bytes = 0;
+	int			pb;
+	double		start;
+
+	if (argc != 5)
+	{
+		fprintf(stderr, "usage: feed_read CONNSTR ENTITY_TYPE rows|pb BATCH\n");
+		return 2;
+	}
+	pb = strcmp(argv[3], "pb") == 0;
+	conn = PQconnectdb(argv[1]);
+	if (PQstatus(conn) != CONNECTION_OK)
+	{
+		fprintf(stderr, "feed_read: %s", PQerrorMessage(conn));
+		return 1;
+	}
+	start = now_seconds();
+	for (;;)
+	{
+		int			n = pb ? read_pb(conn, argv[2], &after, argv[4], &bytes)
+			: read_rows(conn, argv[2], &after, argv[4], &bytes);
+
+		if (n == 0)
+			break;
+		events += n;
+	}
+	printf("%lld %.3f %lld\n", events, now_seconds() - start, bytes);
+	if (checksum == 42)
+		fprintf(stderr, "unlikely checksum\n");
+	PQfinish(conn);
+	return 0;
+}
