@@ -20,7 +20,7 @@ es_as_owner() {
 es_install_packages() {
     local need=() p
     for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev \
-             libprotobuf-dev protobuf-compiler \
+             libprotobuf-dev protobuf-compiler xxd \
              libprotobuf-c-dev protobuf-c-compiler make gcc; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
