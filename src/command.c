@@ -170,27 +170,34 @@ es_fold_stored_events(EsCommand *c, Relation events, Relation pkey)
 	ExecDropSingleTupleTableSlot(slot);
 }
 
-/*
- * The row of entity_states or snapshot_generations for this entity, when
- * it belongs to the current registration generation and to at most the
- * last seq_no (a purged log leaves rows that point beyond it).
- */
+/* The entity's row of entity_states or snapshot_generations; false if none */
 static bool
-es_current_row(EsCommand *c, Oid heap, Oid index, int gen_attno, int64 last, Datum *values)
+es_state_row(EsCommand *c, Oid heap, Oid index, Datum *values)
 {
 	ScanKeyData keys[2];
 	bool		nulls[Natts_es_state_rows];
 
 	es_entity_scankeys(keys, &c->entity);
-	if (!es_fetch_by_key(heap, index, keys, 2, values, nulls))
-		return false;
+	return es_fetch_by_key(heap, index, keys, 2, values, nulls);
+}
+
+/*
+ * Whether such a row belongs to the current registration generation and to
+ * at most the last seq_no (a purged log leaves rows that point beyond it).
+ */
+static bool
+es_row_current(EsCommand *c, const Datum *values, int gen_attno, int64 last)
+{
 	return DatumGetInt64(values[gen_attno - 1]) == c->reg.generation &&
 		DatumGetInt64(values[Anum_es_state_seq_no - 1]) <= last;
 }
 
-/* Start from the cached state, else a snapshot of this generation, else the initial state */
+/*
+ * Start from the cached state (already fetched, or NULL), else a snapshot
+ * of this generation, else the initial state.
+ */
 static void
-es_start_state(EsCommand *c, int64 last)
+es_start_state(EsCommand *c, int64 last, const Datum *cached)
 {
 	const EsCatalog *cat = es_catalog();
 	Datum		values[Natts_es_state_rows];
@@ -199,15 +206,14 @@ es_start_state(EsCommand *c, int64 last)
 
 	c->seq_no = 0;
 	c->state = c->reg.initial_state;
-	if (es_current_row(c, cat->entity_states, cat->entity_states_pkey,
-					   Anum_es_entity_states_generation, last, values))
+	if (cached && es_row_current(c, cached, Anum_es_entity_states_generation, last))
 	{
-		c->seq_no = DatumGetInt64(values[Anum_es_state_seq_no - 1]);
-		c->state = values[Anum_es_entity_states_state - 1];
+		c->seq_no = DatumGetInt64(cached[Anum_es_state_seq_no - 1]);
+		c->state = cached[Anum_es_entity_states_state - 1];
 	}
 	else if (es_load_snapshot(&c->entity, &snap_seq_no, &snap_state) &&
-			 es_current_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey,
-							Anum_es_snapshot_generations_generation, last, values) &&
+			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey, values) &&
+			 es_row_current(c, values, Anum_es_snapshot_generations_generation, last) &&
 			 DatumGetInt64(values[Anum_es_state_seq_no - 1]) == snap_seq_no)
 	{
 		c->seq_no = snap_seq_no;
@@ -215,16 +221,23 @@ es_start_state(EsCommand *c, int64 last)
 	}
 }
 
-/* Rebuild the entity's state up to its last event */
+/*
+ * Rebuild the entity's state up to its last event.  The cached state's
+ * seq_no is the hint for finding the last seq_no with point lookups.
+ */
 static void
 es_rebuild_state(EsCommand *c)
 {
 	const EsCatalog *cat = es_catalog();
 	Relation	events = table_open(cat->events, AccessShareLock);
 	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
-	int64		last = es_last_seq_no(events, pkey, &c->entity);
+	Datum		cached[Natts_es_state_rows];
+	bool		have_cached = es_state_row(c, cat->entity_states, cat->entity_states_pkey, cached);
+	int64		last = es_last_seq_no_hinted(events, pkey, &c->entity, have_cached ?
+											 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
 
-	es_start_state(c, last);
+	es_known_last_set(&c->entity, last);
+	es_start_state(c, last, have_cached ? cached : NULL);
 	es_fold_stored_events(c, events, pkey);
 	index_close(pkey, AccessShareLock);
 	table_close(events, AccessShareLock);

@@ -15,6 +15,7 @@ void
 _PG_init(void)
 {
 	es_catalog_init();
+	es_scan_init();
 	es_feed_init();
 	es_notify_init();
 	es_projection_init();

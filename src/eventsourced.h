@@ -20,6 +20,9 @@
 #define ES_MAX_TYPE_LEN		255
 #define ES_MAX_ID_LEN		1024
 
+/* Point lookups past a hinted last seq_no before a full scan is cheaper */
+#define ES_MAX_HINT_STEPS	8
+
 /* SQLSTATE of a failed optimistic concurrency check ("sequence conflict") */
 #define ERRCODE_ES_SEQUENCE_CONFLICT	MAKE_SQLSTATE('S','C','0','0','1')
 
@@ -135,9 +138,14 @@ extern int32 es_run_projection(text *name, int32 max_events, bool nowait);
 extern void es_worker_init(void);
 
 /* scan.c */
+extern void es_scan_init(void);
+extern void es_known_last_set(const EsEntity *entity, int64 last);
+extern bool es_known_last_get(const EsEntity *entity, int64 *last);
 extern bool es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
 							ScanDirection dir, TupleTableSlot *slot);
 extern int64 es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity);
+extern int64 es_last_seq_no_hinted(Relation events, Relation pkey, const EsEntity *entity,
+								   int64 hint);
 extern void es_entity_scankeys(ScanKey keys, const EsEntity *entity);
 
 /* snapshot.c */

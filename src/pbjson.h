@@ -26,8 +26,10 @@
  *	- fields at their default value are omitted, as protobuf's JSON printer
  *	  does by default: absent fields, empty repeated fields, and proto3
  *	  implicit-presence scalars present on the wire with value 0, "" or false;
- *	- a non-repeated field that occurs more than once: the last one wins
- *	  (also for messages: no merging); for a oneof, the last member wins;
+ *	- a non-repeated field that occurs more than once: the last one wins,
+ *	  except that occurrences of a message field merge, as protobuf's parser
+ *	  does (map values: the last one wins); for a oneof, the last member
+ *	  set wins;
  *	- unknown field numbers are skipped, whatever their wire type (groups
  *	  included); fields declared as groups are an error;
  *	- well-known types (Timestamp, Duration, wrappers, Struct, Any) are
@@ -54,8 +56,10 @@
 #define PB_MAX_DEPTH 64
 /* Deepest message nesting inside a serialized FileDescriptorSet */
 #define PB_MAX_DESCRIPTOR_DEPTH 100
-/* Largest JSON text pb_to_json produces */
+/* Largest JSON text pb_to_json produces (overridable for tests) */
+#ifndef PB_MAX_OUTPUT
 #define PB_MAX_OUTPUT ((size_t) 256 * 1024 * 1024)
+#endif
 
 typedef struct PbAllocator
 {
@@ -78,8 +82,9 @@ typedef struct PbSchema PbSchema;
 
 /*
  * Decode a serialized google.protobuf.FileDescriptorSet into *schema: a new
- * schema when *schema is NULL, else added to it.  The allocator is copied and
- * used for the schema's whole life.  Returns 0, or -1 with a message in err
+ * schema when *schema is NULL, else added to it.  For a new schema the
+ * allocator is copied and used for the schema's whole life (a is ignored
+ * when adding to an existing schema).  Returns 0, or -1 with a message in err
  * (NUL-terminated, at most errlen bytes); on error *schema is unchanged.
  */
 extern int	pb_schema_add(PbSchema **schema, const uint8_t *data, size_t len,
@@ -106,7 +111,8 @@ extern void pb_buf_free(PbBuf *buf);
 /*
  * Decode payload as message_type into JSON text appended to out.  Returns 0,
  * or -1 with a message in err; on error out->len is restored to its value at
- * entry.  Temporary memory comes from out->a.
+ * entry.  Temporary memory comes from out->a (which must be set: see
+ * pb_buf_init).  out->len may not exceed PB_MAX_OUTPUT.
  */
 extern int	pb_to_json(const PbSchema *schema, const char *message_type,
 					   const uint8_t *payload, size_t len, PbBuf *out,

@@ -13,9 +13,84 @@
 #include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
+#include "utils/builtins.h"
 #include "utils/fmgroids.h"
+#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
+
+/*
+ * The last seq_no of the entity this transaction most recently locked and
+ * looked up or appended to.  Holding the entity lock, nobody else can
+ * append to it, so the value stays true until the transaction (or the
+ * subtransaction that took the lock) ends.
+ */
+static struct
+{
+	bool		valid;
+	char	   *type;			/* in TopMemoryContext */
+	char	   *id;
+	int64		last;
+} known;
+
+/* Forget the known last seq_no when a (sub)transaction ends or aborts */
+static void
+es_known_reset(void)
+{
+	known.valid = false;
+}
+
+/* Transaction end */
+static void
+es_known_xact_callback(XactEvent event, void *arg)
+{
+	es_known_reset();
+}
+
+/* Subtransaction abort: its appends and possibly its entity lock are gone */
+static void
+es_known_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						  SubTransactionId parentSubid, void *arg)
+{
+	if (event == SUBXACT_EVENT_ABORT_SUB)
+		es_known_reset();
+}
+
+/* Register the callbacks that keep the known last seq_no honest */
+void
+es_scan_init(void)
+{
+	RegisterXactCallback(es_known_xact_callback, NULL);
+	RegisterSubXactCallback(es_known_subxact_callback, NULL);
+}
+
+/* Remember the last seq_no of an entity whose lock this transaction holds */
+void
+es_known_last_set(const EsEntity *entity, int64 last)
+{
+	if (known.type)
+		pfree(known.type);
+	if (known.id)
+		pfree(known.id);
+	known.type = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->type));
+	known.id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->id));
+	known.last = last;
+	known.valid = true;
+}
+
+/* The remembered last seq_no of this entity, if it is the one remembered */
+bool
+es_known_last_get(const EsEntity *entity, int64 *last)
+{
+	if (!known.valid ||
+		strlen(known.type) != VARSIZE_ANY_EXHDR(entity->type) ||
+		strlen(known.id) != VARSIZE_ANY_EXHDR(entity->id) ||
+		memcmp(known.type, VARDATA_ANY(entity->type), VARSIZE_ANY_EXHDR(entity->type)) != 0 ||
+		memcmp(known.id, VARDATA_ANY(entity->id), VARSIZE_ANY_EXHDR(entity->id)) != 0)
+		return false;
+	*last = known.last;
+	return true;
+}
 
 /* Scan keys "entity_type = $type AND entity_id = $id" on the primary key */
 void
@@ -74,5 +149,45 @@ es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity)
 		last = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));
 	}
 	ExecDropSingleTupleTableSlot(slot);
+	return last;
+}
+
+/* Whether the entity has an event with this seq_no (rows in flight count) */
+static bool
+es_seq_no_exists(Relation events, Relation pkey, const EsEntity *entity, int64 seq_no)
+{
+	ScanKeyData keys[3];
+	TupleTableSlot *slot = table_slot_create(events, NULL);
+	bool		found;
+
+	es_entity_scankeys(keys, entity);
+	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(seq_no));
+	found = es_fetch_latest(events, pkey, keys, 3, ForwardScanDirection, slot);
+	ExecDropSingleTupleTableSlot(slot);
+	return found;
+}
+
+/*
+ * The entity's last seq_no, found from a likely value (the writer's
+ * expected_seq_no, a cached state's seq_no) with point lookups: seq_nos
+ * have no gaps, so hint is the last one when it exists and hint + 1 does
+ * not.  A backward scan reads every entry of the entity on the last index
+ * page; this costs two index probes whatever the entity's size.  A wrong
+ * hint falls back to the scan.
+ */
+int64
+es_last_seq_no_hinted(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
+{
+	int64		last = hint;
+
+	if (hint < 0 || (hint > 0 && !es_seq_no_exists(events, pkey, entity, hint)))
+		return es_last_seq_no(events, pkey, entity);
+	for (int step = 0; es_seq_no_exists(events, pkey, entity, last + 1); step++)
+	{
+		if (step == ES_MAX_HINT_STEPS)
+			return es_last_seq_no(events, pkey, entity);
+		last++;
+	}
 	return last;
 }
