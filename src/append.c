@@ -33,13 +33,6 @@
 #include "utils/timestamp.h"
 #include "utils/typcache.h"
 
-#if PG_VERSION_NUM >= 160000
-#define es_insert_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL, false)
-#else
-#define es_insert_index_tuples(rri, slot, estate) \
-	ExecInsertIndexTuples((rri), (slot), (estate), false, false, NULL, NIL)
-#endif
 
 /* Events written per table_multi_insert() call */
 #define ES_INSERT_CHUNK		1000
@@ -47,11 +40,10 @@
 /* The open events table and what inserting into it needs */
 typedef struct EsWriter
 {
+	EsTableWriter table;
 	Relation	events;
 	Relation	pkey;
 	Relation	event_id_idx;
-	EState	   *estate;
-	ResultRelInfo *rri;
 	TupleTableSlot *slots[ES_INSERT_CHUNK];
 	int64		last_position;	/* of the last event filled in */
 	int			nslots;			/* slots created so far */
@@ -80,14 +72,11 @@ es_writer_open(EsWriter *w)
 {
 	const EsCatalog *cat = es_catalog();
 
-	w->events = table_open(cat->events, RowExclusiveLock);
+	es_table_open(&w->table, cat->events);
+	w->events = w->table.rel;
 	w->pkey = index_open(cat->events_pkey, RowExclusiveLock);
 	w->event_id_idx = index_open(cat->events_event_id_key, RowExclusiveLock);
 	w->position_seq = cat->position_seq;
-	w->estate = CreateExecutorState();
-	w->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->rri, w->events, 1, NULL, 0);
-	ExecOpenIndices(w->rri, false);
 	w->nslots = 0;
 }
 
@@ -95,12 +84,9 @@ es_writer_open(EsWriter *w)
 static void
 es_writer_close(EsWriter *w)
 {
-	ExecCloseIndices(w->rri);
-	ExecResetTupleTable(w->estate->es_tupleTable, false);
-	FreeExecutorState(w->estate);
 	index_close(w->event_id_idx, RowExclusiveLock);
 	index_close(w->pkey, RowExclusiveLock);
-	table_close(w->events, RowExclusiveLock);
+	es_table_close(&w->table);
 }
 
 /*
@@ -191,8 +177,7 @@ es_writer_slot(EsWriter *w, int i)
 {
 	if (i >= w->nslots)
 	{
-		w->slots[i] = ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->events),
-											 &TTSOpsVirtual);
+		w->slots[i] = es_table_slot(&w->table);
 		w->nslots = i + 1;
 	}
 	return w->slots[i];
@@ -250,10 +235,7 @@ es_insert_events(EsWriter *w, const EsEntity *entity, int64 first_seq_no,
 		else
 			table_multi_insert(w->events, w->slots, n, cid, 0, NULL);
 		for (int i = 0; i < n; i++)
-		{
-			ResetPerTupleExprContext(w->estate);
-			(void) es_insert_index_tuples(w->rri, w->slots[i], w->estate);
-		}
+			es_table_index(&w->table, w->slots[i]);
 	}
 }
 

@@ -51,15 +51,10 @@ typedef struct EsCommand
 	int64		folded;			/* stored events folded to rebuild it */
 	MemoryContext fold_cxt[2];	/* state lives in one, the next one is built in the other */
 	int			cur;
+	bool		has_state_row;	/* entity_states has a row for it, at state_tid */
+	ItemPointerData state_tid;
 } EsCommand;
 
-static EsStatement upsert_state = {
-	"INSERT INTO eventsourced.entity_states AS s "
-	"(entity_type, entity_id, seq_no, state, generation) VALUES ($1, $2, $3, $4, $5) "
-	"ON CONFLICT (entity_type, entity_id) DO UPDATE SET seq_no = excluded.seq_no, "
-	"state = excluded.state, generation = excluded.generation",
-	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT8OID}
-};
 
 static EsStatement upsert_snapshot_generation = {
 	"INSERT INTO eventsourced.snapshot_generations AS s "
@@ -172,13 +167,13 @@ es_fold_stored_events(EsCommand *c, Relation events, Relation pkey)
 
 /* The entity's row of entity_states or snapshot_generations; false if none */
 static bool
-es_state_row(EsCommand *c, Oid heap, Oid index, Datum *values)
+es_state_row(EsCommand *c, Oid heap, Oid index, Datum *values, ItemPointer tid)
 {
 	ScanKeyData keys[2];
 	bool		nulls[Natts_es_state_rows];
 
 	es_entity_scankeys(keys, &c->entity);
-	return es_fetch_by_key(heap, index, keys, 2, values, nulls);
+	return es_fetch_by_key(heap, index, keys, 2, values, nulls, tid);
 }
 
 /*
@@ -212,7 +207,7 @@ es_start_state(EsCommand *c, int64 last, const Datum *cached)
 		c->state = cached[Anum_es_entity_states_state - 1];
 	}
 	else if (es_load_snapshot(&c->entity, &snap_seq_no, &snap_state) &&
-			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey, values) &&
+			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey, values, NULL) &&
 			 es_row_current(c, values, Anum_es_snapshot_generations_generation, last) &&
 			 DatumGetInt64(values[Anum_es_state_seq_no - 1]) == snap_seq_no)
 	{
@@ -232,12 +227,14 @@ es_rebuild_state(EsCommand *c)
 	Relation	events = table_open(cat->events, AccessShareLock);
 	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
 	Datum		cached[Natts_es_state_rows];
-	bool		have_cached = es_state_row(c, cat->entity_states, cat->entity_states_pkey, cached);
-	int64		last = es_last_seq_no_hinted(events, pkey, &c->entity, have_cached ?
-											 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
+	int64		last;
 
+	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
+									cached, &c->state_tid);
+	last = es_last_seq_no_hinted(events, pkey, &c->entity, c->has_state_row ?
+								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
 	es_known_last_set(&c->entity, last);
-	es_start_state(c, last, have_cached ? cached : NULL);
+	es_start_state(c, last, c->has_state_row ? cached : NULL);
 	es_fold_stored_events(c, events, pkey);
 	index_close(pkey, AccessShareLock);
 	table_close(events, AccessShareLock);
@@ -264,26 +261,50 @@ es_decide(EsCommand *c, Oid handler, Datum args, EsDecision *d)
 	es_read_decision(result, isnull, handler, d);
 }
 
+/*
+ * Keep the new state with the entity: its entity_states row is updated in
+ * place (usually a HOT update) or inserted.  We hold the entity lock, so
+ * the row found when the state was rebuilt is still the current one.
+ */
+static void
+es_write_state(EsCommand *c)
+{
+	EsTableWriter w;
+	TupleTableSlot *slot;
+
+	es_table_open(&w, es_catalog()->entity_states);
+	slot = es_table_slot(&w);
+	ExecClearTuple(slot);
+	slot->tts_values[0] = PointerGetDatum(c->entity.type);
+	slot->tts_values[1] = PointerGetDatum(c->entity.id);
+	slot->tts_values[2] = Int64GetDatum(c->seq_no);
+	slot->tts_values[Anum_es_entity_states_state - 1] = c->state;
+	slot->tts_values[Anum_es_entity_states_generation - 1] = Int64GetDatum(c->reg.generation);
+	memset(slot->tts_isnull, 0, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	ExecStoreVirtualTuple(slot);
+	if (c->has_state_row)
+		es_table_update(&w, &c->state_tid, slot);
+	else
+		es_table_insert(&w, slot);
+	es_table_close(&w);
+}
+
 /* Keep the new state with the entity, and save a snapshot when one is due */
 static void
 es_store_state(EsCommand *c, int64 before)
 {
-	const EsCatalog *cat = es_catalog();
 	int32		n = c->reg.snapshot_after;
 	Datum		values[5];
 
-	values[0] = PointerGetDatum(c->entity.type);
-	values[1] = PointerGetDatum(c->entity.id);
-	values[2] = Int64GetDatum(c->seq_no);
-	values[3] = c->state;
-	values[4] = Int64GetDatum(c->reg.generation);
-	(void) es_exec_as_owner(cat->entity_states, &upsert_state, values, NULL);
-
+	es_write_state(c);
 	if (n == 0 || (c->seq_no / n == before / n && c->folded < n))
 		return;
 	es_save_snapshot(&c->entity, c->seq_no, c->state);
+	values[0] = PointerGetDatum(c->entity.type);
+	values[1] = PointerGetDatum(c->entity.id);
+	values[2] = Int64GetDatum(c->seq_no);
 	values[3] = Int64GetDatum(c->reg.generation);
-	(void) es_exec_as_owner(cat->snapshot_generations, &upsert_snapshot_generation,
+	(void) es_exec_as_owner(es_catalog()->snapshot_generations, &upsert_snapshot_generation,
 							values, NULL);
 }
 

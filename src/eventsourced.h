@@ -154,6 +154,21 @@ extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state
 extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state,
 							  bool *binary);
 
+/* write.c */
+typedef struct EsTableWriter
+{
+	Relation	rel;
+	struct EState *estate;
+	struct ResultRelInfo *rri;
+} EsTableWriter;
+
+extern void es_table_open(EsTableWriter *w, Oid relid);
+extern TupleTableSlot *es_table_slot(EsTableWriter *w);
+extern void es_table_insert(EsTableWriter *w, TupleTableSlot *slot);
+extern void es_table_index(EsTableWriter *w, TupleTableSlot *slot);
+extern void es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot);
+extern void es_table_close(EsTableWriter *w);
+
 /* append.c */
 extern void es_lock_entity(const EsEntity *entity);
 extern int64 es_append_events(const EsEntity *entity, int64 expected,
@@ -182,7 +197,7 @@ typedef struct EsEntityType
 
 extern uint64 es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls);
 extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
-							Datum *values, bool *nulls);
+							Datum *values, bool *nulls, ItemPointer tid);
 extern Oid	es_resolve_handler(Datum signature, bool event_handler);
 extern void es_lookup_entity_type(text *type, EsEntityType *reg);
 extern Oid	es_lookup_command(text *type, text *command);

@@ -159,7 +159,7 @@ es_read_projection(text *name, EsProjection *p)
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(name));
 	PushActiveSnapshot(GetLatestSnapshot());
 	found = es_fetch_by_key(cat->projection_state, cat->projection_state_pkey,
-							&key, 1, values, nulls);
+							&key, 1, values, nulls, NULL);
 	PopActiveSnapshot();
 	if (!found)
 		return false;

@@ -161,7 +161,7 @@ es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls)
  */
 bool
 es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
-				Datum *values, bool *nulls)
+				Datum *values, bool *nulls, ItemPointer tid)
 {
 	Relation	heap = table_open(heapid, AccessShareLock);
 	Relation	index = index_open(indexid, AccessShareLock);
@@ -174,6 +174,8 @@ es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
 	if (found)
 	{
+		if (tid)
+			*tid = slot->tts_tid;
 		slot_getallattrs(slot);
 		for (int i = 0; i < desc->natts; i++)
 		{
@@ -461,7 +463,7 @@ es_lookup_entity_type(text *type, EsEntityType *reg)
 
 	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
-	if (!es_fetch_by_key(cat->entity_types, cat->entity_types_pkey, &key, 1, values, nulls))
+	if (!es_fetch_by_key(cat->entity_types, cat->entity_types_pkey, &key, 1, values, nulls, NULL))
 		es_report_unregistered(type);
 	reg->event_handler = es_resolve_handler(values[Anum_es_entity_types_event_handler - 1], true);
 	reg->initial_state = values[Anum_es_entity_types_initial_state - 1];
@@ -483,7 +485,7 @@ es_lookup_command(text *type, text *command)
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
 	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(command));
-	if (!es_fetch_by_key(cat->commands, cat->commands_pkey, keys, 2, values, nulls))
+	if (!es_fetch_by_key(cat->commands, cat->commands_pkey, keys, 2, values, nulls, NULL))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("entity type \"%s\" has no command \"%s\"",

@@ -1,0 +1,82 @@
+/*
+ * write.c
+ *		Direct writes into the extension's own tables: a heap insert or
+ *		update plus the index entries, with no SQL parsed or planned.  The
+ *		callers hold the entity lock, so no other writer touches the rows.
+ */
+#include "eventsourced.h"
+
+#include "access/table.h"
+#include "access/tableam.h"
+#include "access/xact.h"
+#include "executor/executor.h"
+#include "nodes/makefuncs.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+
+/* Insert the index entries of a tuple just written to the heap */
+void
+es_table_index(EsTableWriter *w, TupleTableSlot *slot)
+{
+	ResetPerTupleExprContext(w->estate);
+#if PG_VERSION_NUM >= 160000
+	(void) ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL, false);
+#else
+	(void) ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL);
+#endif
+}
+
+/* Open a table and its indexes for writing */
+void
+es_table_open(EsTableWriter *w, Oid relid)
+{
+	w->rel = table_open(relid, RowExclusiveLock);
+	w->estate = CreateExecutorState();
+	w->rri = makeNode(ResultRelInfo);
+	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
+	ExecOpenIndices(w->rri, false);
+}
+
+/* A virtual slot of the table's row type, freed with the writer */
+TupleTableSlot *
+es_table_slot(EsTableWriter *w)
+{
+	return ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
+}
+
+/* Insert a row and its index entries */
+void
+es_table_insert(EsTableWriter *w, TupleTableSlot *slot)
+{
+	table_tuple_insert(w->rel, slot, GetCurrentCommandId(true), 0, NULL);
+	es_table_index(w, slot);
+}
+
+/* Replace the row at tid; new index entries only when the update is not HOT */
+void
+es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
+{
+#if PG_VERSION_NUM >= 160000
+	TU_UpdateIndexes update_indexes;
+
+	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
+	if (update_indexes != TU_None)
+		es_table_index(w, slot);
+#else
+	bool		update_indexes;
+
+	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
+	if (update_indexes)
+		es_table_index(w, slot);
+#endif
+}
+
+/* Close what es_table_open opened */
+void
+es_table_close(EsTableWriter *w)
+{
+	ExecCloseIndices(w->rri);
+	ExecResetTupleTable(w->estate->es_tupleTable, false);
+	FreeExecutorState(w->estate);
+	table_close(w->rel, RowExclusiveLock);
+}
