@@ -287,18 +287,25 @@ es_event_args(FunctionCallInfo fcinfo, bool binary, EsEvent *ev)
 	ev->event_id = PG_ARGISNULL(6) ? NULL : PG_GETARG_UUID_P(6);
 }
 
+/* append() and append_binary(): one event, JSON or binary */
+static Datum
+es_append_one(FunctionCallInfo fcinfo, bool binary)
+{
+	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	int64		expected = es_expected_arg(fcinfo, 2);
+	EsEvent		ev;
+
+	es_event_args(fcinfo, binary, &ev);
+	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_append);
 
 /* append(entity_type, entity_id, expected_seq_no, event_type, payload jsonb, metadata, event_id) */
 Datum
 eventsourced_append(PG_FUNCTION_ARGS)
 {
-	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
-	int64		expected = es_expected_arg(fcinfo, 2);
-	EsEvent		ev;
-
-	es_event_args(fcinfo, false, &ev);
-	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
+	return es_append_one(fcinfo, false);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_append_binary);
@@ -307,12 +314,7 @@ PG_FUNCTION_INFO_V1(eventsourced_append_binary);
 Datum
 eventsourced_append_binary(PG_FUNCTION_ARGS)
 {
-	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
-	int64		expected = es_expected_arg(fcinfo, 2);
-	EsEvent		ev;
-
-	es_event_args(fcinfo, true, &ev);
-	PG_RETURN_INT64(es_append_events(&entity, expected, &ev, 1));
+	return es_append_one(fcinfo, true);
 }
 
 /* One element of an event_data[] array, validated */
