@@ -223,6 +223,28 @@ CREATE FUNCTION eventsourced.load_snapshot_pb(entity_type text, entity_id text)
     AS 'MODULE_PATHNAME', 'eventsourced_load_snapshot_pb'
     LANGUAGE C STABLE PARALLEL SAFE;
 
+-- Descriptor sets that protobuf_to_jsonb() decodes binary payloads with.
+CREATE TABLE eventsourced.protobuf_descriptors (
+    id             bigint GENERATED ALWAYS AS IDENTITY,
+    descriptor_set bytea NOT NULL,
+    message_types  text[] NOT NULL,
+    digest         bytea GENERATED ALWAYS AS (pg_catalog.sha256(descriptor_set)) STORED,
+    registered_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    CONSTRAINT protobuf_descriptors_pkey PRIMARY KEY (id),
+    CONSTRAINT protobuf_descriptors_digest_key UNIQUE (digest)
+);
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.protobuf_descriptors', '');
+
+CREATE FUNCTION eventsourced.register_protobuf(descriptor_set bytea)
+    RETURNS SETOF text
+    AS 'MODULE_PATHNAME', 'eventsourced_register_protobuf'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+
+CREATE FUNCTION eventsourced.protobuf_to_jsonb(payload bytea, message_type text)
+    RETURNS jsonb
+    AS 'MODULE_PATHNAME', 'eventsourced_protobuf_to_jsonb'
+    LANGUAGE C STABLE STRICT PARALLEL RESTRICTED;
+
 -- Projections inside the database: a handler applied to each event of the
 -- feed, the checkpoint stored in the same transaction as its effects.
 CREATE TABLE eventsourced.projection_state (

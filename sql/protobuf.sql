@@ -89,3 +89,36 @@ SELECT encode(eventsourced.load_snapshot_pb('file', 'f1'), 'hex') AS snapshot_pb
 SELECT eventsourced.load_snapshot_pb('file', 'none') IS NULL AS no_snapshot;
 SELECT eventsourced.save_snapshot_bytes('file', 'f1', 3, NULL);
 SELECT eventsourced.save_snapshot_bytes('file', 'f1', 9, '\x00');
+
+-- register_protobuf / protobuf_to_jsonb: the descriptor set of
+-- proto/eventsourced.proto (protoc --include_imports --descriptor_set_out),
+-- then our own batches decoded in SQL with protobuf's JSON mapping
+-- (lowerCamelCase names, 64-bit integers as strings, enums by name, bytes
+-- as base64, fields at their default value omitted).
+\set descriptors '\\x0ad8040a126576656e74736f75726365642e70726f746f120c6576656e74736f757263656422cd020a054576656e74121a0a08706f736974696f6e1801200128045208706f736974696f6e121f0a0b656e746974795f74797065180220012809520a656e7469747954797065121b0a09656e746974795f69641803200128095208656e74697479496412150a067365715f6e6f18042001280452057365714e6f121d0a0a6576656e745f7479706518052001280952096576656e745479706512180a077061796c6f616418062001280c52077061796c6f616412420a0e7061796c6f61645f666f726d617418072001280e321b2e6576656e74736f75726365642e5061796c6f6164466f726d6174520d7061796c6f6164466f726d6174121a0a086d6574616461746118082001280c52086d6574616461746112190a086576656e745f696418092001280952076576656e744964121f0a0b7265636f726465645f6174180a20012803520a7265636f726465644174225e0a0a4576656e744261746368122b0a066576656e747318012003280b32132e6576656e74736f75726365642e4576656e7452066576656e747312230a0d6c6173745f706f736974696f6e180220012804520c6c617374506f736974696f6e22370a08536e617073686f7412150a067365715f6e6f18012001280452057365714e6f12140a05737461746518022001280c520573746174652a430a0d5061796c6f6164466f726d617412170a135041594c4f41445f464f524d41545f4a534f4e100012190a155041594c4f41445f464f524d41545f42494e4152591001620670726f746f33'
+SELECT * FROM eventsourced.register_protobuf(:'descriptors') ORDER BY 1;
+-- registering the same set again adds nothing
+SELECT count(*) FROM eventsourced.register_protobuf(:'descriptors');
+SELECT message_types FROM eventsourced.protobuf_descriptors;
+SELECT e->>'entityId' AS entity_id, e->>'seqNo' AS seq_no, e->>'eventType' AS event_type,
+       e->>'payload' AS payload_base64, e->>'payloadFormat' AS format,
+       convert_from(decode(e->>'payload', 'base64'), 'UTF8') AS payload_text
+  FROM jsonb_array_elements(eventsourced.protobuf_to_jsonb(
+           eventsourced.events_by_type_pb('doc'), 'eventsourced.EventBatch')->'events') e;
+SELECT eventsourced.protobuf_to_jsonb(eventsourced.load_snapshot_pb('file', 'f1'), 'eventsourced.Snapshot');
+SELECT eventsourced.protobuf_to_jsonb('\x', 'eventsourced.Snapshot');
+SELECT eventsourced.protobuf_to_jsonb('\x08ffffffffffffffffff01', '.eventsourced.Snapshot');
+SELECT eventsourced.protobuf_to_jsonb(NULL, 'eventsourced.Snapshot') IS NULL AS strict;
+-- binary events can be read by SQL projections
+SELECT eventsourced.append_binary('snapfile', 's1', 0, 'Saved', eventsourced.load_snapshot_pb('file', 'f1'));
+SELECT seq_no, eventsourced.protobuf_to_jsonb(payload_bytes, 'eventsourced.Snapshot') AS decoded
+  FROM eventsourced.events_by_id('snapfile', 's1');
+-- bad input
+SELECT eventsourced.protobuf_to_jsonb('\x0a', 'eventsourced.EventBatch');
+SELECT eventsourced.protobuf_to_jsonb('\x0a05', 'eventsourced.Snapshot');
+SELECT eventsourced.protobuf_to_jsonb('\x0d00000000', 'eventsourced.Snapshot');
+SELECT eventsourced.protobuf_to_jsonb('\x08', 'nope.Missing');
+SELECT * FROM eventsourced.register_protobuf('\x0a05');
+SELECT * FROM eventsourced.register_protobuf('\x0aff');
+SELECT * FROM eventsourced.register_protobuf(NULL);
+SELECT count(*) FROM eventsourced.protobuf_descriptors;

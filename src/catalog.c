@@ -75,6 +75,8 @@ es_catalog(void)
 	cache.snapshots_pkey = es_lookup(nsp, "snapshots_pkey");
 	cache.projection_state = es_lookup(nsp, "projection_state");
 	cache.projection_state_pkey = es_lookup(nsp, "projection_state_pkey");
+	cache.protobuf_descriptors = es_lookup(nsp, "protobuf_descriptors");
+	cache.protobuf_descriptors_pkey = es_lookup(nsp, "protobuf_descriptors_pkey");
 	cache.entity_types = es_lookup(nsp, "entity_types");
 	cache.entity_types_pkey = es_lookup(nsp, "entity_types_pkey");
 	cache.commands = es_lookup(nsp, "commands");

@@ -20,5 +20,6 @@ _PG_init(void)
 	es_notify_init();
 	es_projection_init();
 	es_worker_init();
+	es_protoreg_init();
 	MarkGUCPrefixReserved("eventsourced");
 }

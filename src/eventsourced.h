@@ -82,6 +82,8 @@ typedef struct EsCatalog
 	Oid			snapshots_pkey;
 	Oid			projection_state;
 	Oid			projection_state_pkey;
+	Oid			protobuf_descriptors;
+	Oid			protobuf_descriptors_pkey;
 	Oid			entity_types;
 	Oid			entity_types_pkey;
 	Oid			commands;
@@ -133,6 +135,9 @@ extern int	es_notify_flush(void);
 /* projection.c */
 extern void es_projection_init(void);
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait);
+
+/* protoreg.c */
+extern void es_protoreg_init(void);
 
 /* worker.c */
 extern void es_worker_init(void);
