@@ -41,6 +41,7 @@ PGDLLEXPORT void eventsourced_worker_main(Datum arg);
 static char *worker_databases = NULL;
 static int	projection_workers = 1;
 static int	worker_naptime_ms = 1000;
+static int	worker_delay_ms = 2;
 
 /* The database names of eventsourced.worker_databases */
 static List *
@@ -94,6 +95,10 @@ es_worker_init(void)
 	DefineCustomIntVariable("eventsourced.worker_naptime",
 							"How long a worker sleeps when no commit wakes it.",
 							NULL, &worker_naptime_ms, 1000, 10, 3600 * 1000,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
+	DefineCustomIntVariable("eventsourced.worker_delay",
+							"How long a woken worker waits, so that the commits of that time are handled in one pass.",
+							NULL, &worker_delay_ms, 2, 0, 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
@@ -225,7 +230,10 @@ eventsourced_worker_main(Datum arg)
 		es_worker_pass(pass_cxt);
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
-		(void) WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-						 worker_naptime_ms, PG_WAIT_EXTENSION);
+		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+					  worker_naptime_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET &&
+			worker_delay_ms > 0)
+			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+							 worker_delay_ms, PG_WAIT_EXTENSION);
 	}
 }
