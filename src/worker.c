@@ -29,6 +29,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 #include "utils/snapmgr.h"
+#include "utils/timestamp.h"
 #include "utils/varlena.h"
 
 #define ES_MAX_WORKERS_PER_DB	8
@@ -159,6 +160,31 @@ es_worker_run_batch(const char *name)
 	return n;
 }
 
+static bool relist = true;		/* list the running projections again */
+
+/* The running projections, listed again at most once per naptime */
+static List *
+es_worker_running(void)
+{
+	static MemoryContext cxt = NULL;
+	static List *names = NIL;
+	static TimestampTz listed_at = 0;
+	TimestampTz now = GetCurrentTimestamp();
+
+	if (!relist && !TimestampDifferenceExceeds(listed_at, now, worker_naptime_ms))
+		return names;
+	if (cxt == NULL)
+		cxt = AllocSetContextCreate(TopMemoryContext, "eventsourced worker projections",
+									ALLOCSET_SMALL_SIZES);
+	MemoryContextReset(cxt);
+	names = NIL;
+	relist = true;
+	names = es_worker_projection_names(cxt);
+	relist = false;
+	listed_at = now;
+	return names;
+}
+
 /* A batch whose error is logged instead of ending the worker; events applied */
 static int32
 es_worker_try_batch(const char *name)
@@ -174,6 +200,7 @@ es_worker_try_batch(const char *name)
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		FlushErrorState();
+		relist = true;
 		n = 0;
 	}
 	PG_END_TRY();
@@ -182,10 +209,10 @@ es_worker_try_batch(const char *name)
 
 /* Bring every running projection up to date */
 static void
-es_worker_pass(MemoryContext cxt)
+es_worker_pass(void)
 {
 	ListCell   *lc;
-	List	   *names = es_worker_projection_names(cxt);
+	List	   *names = es_worker_running();
 
 	foreach(lc, names)
 	{
@@ -227,7 +254,7 @@ eventsourced_worker_main(Datum arg)
 		ResetLatch(MyLatch);
 		MemoryContextSwitchTo(pass_cxt);
 		(void) es_notify_flush();
-		es_worker_pass(pass_cxt);
+		es_worker_pass();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
 		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
