@@ -33,7 +33,6 @@
 #define PB_MAX_FIELD_NUMBER 536870911	/* 2^29 - 1 */
 #define PB_ARENA_BLOCK 16384
 #define PB_ALIGN 16
-#define PB_DROPPED UINT32_MAX	/* entry of a oneof member that lost */
 
 /* Field types, numbered as in FieldDescriptorProto.Type */
 enum
@@ -165,14 +164,16 @@ typedef struct PbEntry
 	uint64_t	v;				/* varint/fixed value, or length */
 	uint32_t	field;			/* index into PbMessage.fields */
 	int			wt;
+	bool		dropped;		/* a later oneof member replaced it */
 } PbEntry;
 
 /* One map entry, keyed for sorting */
 typedef struct PbMapItem
 {
 	PbEntry		key;
-	PbEntry		value;
-	bool		has_value;
+	PbEntry    *entries;		/* the entry's fields, owned */
+	const PbEntry *values;		/* occurrences of the value field */
+	size_t		nvalues;
 	bool		str_key;
 	uint64_t	sortkey;		/* integer keys, order-preserving */
 	size_t		ord;
@@ -614,7 +615,7 @@ compile_field(PbBuild *b, const PbMessage *m,
 	f->type = fp->has_type ? (int) fp->type : 0;
 	f->repeated = fp->has_label &&
 		fp->label == GOOGLE__PROTOBUF__FIELD_DESCRIPTOR_PROTO__LABEL__LABEL_REPEATED;
-	f->oneof = fp->has_oneof_index ? fp->oneof_index : -1;
+	f->oneof = (fp->has_oneof_index && !f->repeated) ? fp->oneof_index : -1;
 	f->implicit = proto3 && !f->repeated && f->oneof < 0 &&
 		f->type != PBT_MESSAGE && f->type != PBT_GROUP;
 	f->is_map = false;
@@ -1014,7 +1015,7 @@ read_value(PbDecoder *d, const uint8_t **pp, const uint8_t *end, uint32_t num,
 	}
 }
 
-/* Order entries by declaration order, then position (dropped ones last) */
+/* Order entries by declaration order, then position */
 static int
 entry_cmp(const void *x, const void *y)
 {
@@ -1058,7 +1059,7 @@ drop_oneof_losers(PbDecoder *d, const PbMessage *m, PbEntry *e, size_t n)
 		else if (o->closed || o->winner != e[i].field + 1)
 		{
 			o->closed = true;	/* another member was set after this one */
-			e[i].field = PB_DROPPED;
+			e[i].dropped = true;
 		}
 	}
 	mem_free(d->a, st);
@@ -1092,6 +1093,7 @@ scan_segment(PbDecoder *d, const PbMessage *m, const uint8_t *p,
 			*arr = grown;
 		}
 		e.field = (uint32_t) (f - m->fields);
+		e.dropped = false;
 		(*arr)[(*n)++] = e;
 	}
 	return 0;
@@ -1244,18 +1246,6 @@ static int
 emit_name(PbDecoder *d, const char *s)
 {
 	return emit_escaped(d, (const uint8_t *) s, strlen(s));
-}
-
-/* Append a string field's value, which must be valid UTF-8 */
-static int
-emit_string(PbDecoder *d, const PbField *f, const uint8_t *p, size_t len)
-{
-	size_t		ok = utf8_prefix(p, len);
-
-	if (ok < len)
-		return dec_error(d, "field %u (%s): invalid UTF-8 at offset %zu",
-						 f->number, f->name, OFFSET(d, p + ok));
-	return emit_escaped(d, p, len);
 }
 
 /* Append bytes as standard base64 with padding, in quotes */
@@ -1461,6 +1451,27 @@ check_wire_type(PbDecoder *d, const PbField *f, const PbEntry *e)
 	return 0;
 }
 
+/*
+ * Check one occurrence before anything of it is printed: its wire type, and
+ * for strings their UTF-8 (every occurrence, as protobuf's parser would,
+ * even those a later one replaces).
+ */
+static int
+check_occurrence(PbDecoder *d, const PbField *f, const PbEntry *e)
+{
+	size_t		ok;
+
+	if (check_wire_type(d, f, e) < 0)
+		return -1;
+	if (f->type != PBT_STRING)
+		return 0;
+	ok = utf8_prefix(e->p, (size_t) e->v);
+	if (ok < e->v)
+		return dec_error(d, "field %u (%s): invalid UTF-8 at offset %zu",
+						 f->number, f->name, OFFSET(d, e->p + ok));
+	return 0;
+}
+
 /* Whether a value equals its type's default (for implicit presence) */
 static bool
 is_default(const PbField *f, const PbEntry *e)
@@ -1492,8 +1503,8 @@ emit_value(PbDecoder *d, const PbField *f, const PbEntry *e, int depth)
 			return emit_float(d, (uint32_t) e->v);
 		case PBT_BOOL:
 			return buf_puts(d, e->v ? "true" : "false");
-		case PBT_STRING:
-			return emit_string(d, f, e->p, (size_t) e->v);
+		case PBT_STRING:		/* UTF-8 checked by check_occurrence */
+			return emit_escaped(d, e->p, (size_t) e->v);
 		case PBT_BYTES:
 			return emit_base64(d, e->p, (size_t) e->v);
 		case PBT_ENUM:
@@ -1503,6 +1514,39 @@ emit_value(PbDecoder *d, const PbField *f, const PbEntry *e, int depth)
 		default:
 			return emit_integer(d, f->type, e->v, is_64bit(f->type));
 	}
+}
+
+/* Append a non-repeated field's value: messages merge, else the last wins */
+static int
+emit_occurrences(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
+				 int depth)
+{
+	if (f->type == PBT_MESSAGE)
+		return emit_message(d, f->msg, e, n, depth + 1);
+	return emit_value(d, f, &e[n - 1], depth);
+}
+
+/*
+ * Check a message value that is not printed (replaced by a later oneof
+ * member or map entry), as protobuf's parser would still reject it: print
+ * it, then take the text back.
+ */
+static int
+check_unprinted(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
+				int depth)
+{
+	size_t		mark = d->out->len;
+	int			rc;
+
+	if (f->type != PBT_MESSAGE || n == 0)
+		return 0;
+	rc = emit_message(d, f->msg, e, n, depth + 1);
+	if (d->out->data != NULL)
+	{
+		d->out->len = mark;
+		d->out->data[mark] = '\0';
+	}
+	return rc;
 }
 
 /* Append the value a field has when absent (map entries without a value) */
@@ -1597,7 +1641,7 @@ emit_repeated(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
 	{
 		if (e[i].wt == WT_LEN && is_packable(f->type))
 			rc = emit_packed(d, f, &e[i], &count);
-		else if ((rc = check_wire_type(d, f, &e[i])) == 0)
+		else if ((rc = check_occurrence(d, f, &e[i])) == 0)
 			rc = emit_element(d, f, &e[i], &count, depth);
 	}
 	if (rc < 0)
@@ -1639,26 +1683,16 @@ map_item_cmp(const void *x, const void *y)
 }
 
 /* Give a map item a key that sorts in the key type's natural order */
-static int
-map_item_key(PbDecoder *d, const PbField *mf, const PbField *kf, PbMapItem *it)
+static void
+map_item_key(const PbField *kf, PbMapItem *it)
 {
 	int64_t		s;
 	uint64_t	u;
-	size_t		ok;
 
 	it->str_key = kf->type == PBT_STRING;
-	if (it->str_key)
-	{
-		ok = utf8_prefix(it->key.p, (size_t) it->key.v);
-		if (ok < it->key.v)
-			return dec_error(d, "field %u (%s): map key has invalid UTF-8 at offset %zu",
-							 mf->number, mf->name, OFFSET(d, it->key.p + ok));
-		return 0;
-	}
 	if (int_value(kf->type, it->key.v, &s, &u))
 		u = (uint64_t) s ^ ((uint64_t) 1 << 63);
-	it->sortkey = u;
-	return 0;
+	it->sortkey = it->str_key ? 0 : u;
 }
 
 /* Decode one map entry message into its key and value */
@@ -1677,25 +1711,24 @@ read_map_entry(PbDecoder *d, const PbField *mf, const PbEntry *e, int depth,
 						 PB_MAX_DEPTH, OFFSET(d, e->p));
 	if (scan_message(d, em, e, 1, depth, &ee, &n) < 0)
 		return -1;
+	it->entries = ee;
 	it->key.p = (const uint8_t *) "";
 	it->key.v = 0;
-	it->has_value = false;
-	for (i = 0; i < n && rc == 0 && ee[i].field != PB_DROPPED; i++)
+	it->values = NULL;
+	it->nvalues = 0;
+	for (i = 0; i < n && rc == 0; i++)
 	{
 		const PbField *f = &em->fields[ee[i].field];
 
-		if ((rc = check_wire_type(d, f, &ee[i])) < 0)
-			break;
+		if ((rc = check_occurrence(d, f, &ee[i])) < 0 || ee[i].dropped)
+			continue;
 		if (f == em->map_key)
 			it->key = ee[i];	/* sorted by position: the last wins */
-		else if (f == em->map_value)
-		{
-			it->value = ee[i];
-			it->has_value = true;
-		}
+		else if (f == em->map_value && it->nvalues++ == 0)
+			it->values = &ee[i];	/* all of them: messages merge */
 	}
-	mem_free(d->a, ee);
-	return rc < 0 ? -1 : map_item_key(d, mf, em->map_key, it);
+	map_item_key(em->map_key, it);
+	return rc;
 }
 
 /* Append a map key in its JSON string form */
@@ -1723,12 +1756,18 @@ emit_map_items(PbDecoder *d, const PbField *f, const PbMapItem *it, size_t n,
 	for (i = 0; i < n; i++)
 	{
 		if (i + 1 < n && map_key_cmp(&it[i], &it[i + 1]) == 0)
-			continue;
+		{
+			if (check_unprinted(d, em->map_value, it[i].values,
+								it[i].nvalues, depth + 1) < 0)
+				return -1;
+			continue;			/* a later entry has the same key */
+		}
 		if ((count++ > 0 && buf_putc(d, ',') < 0) ||
 			emit_map_key(d, em->map_key, &it[i]) < 0 || buf_putc(d, ':') < 0)
 			return -1;
-		if ((it[i].has_value ?
-			 emit_value(d, em->map_value, &it[i].value, depth + 1) :
+		if ((it[i].nvalues > 0 ?
+			 emit_occurrences(d, em->map_value, it[i].values, it[i].nvalues,
+							  depth + 1) :
 			 emit_default(d, em->map_value)) < 0)
 			return -1;
 	}
@@ -1746,6 +1785,8 @@ emit_map(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
 
 	if (items == NULL)
 		return dec_error(d, "out of memory");
+	for (i = 0; i < n; i++)
+		items[i].entries = NULL;
 	for (i = 0; i < n && rc == 0; i++)
 	{
 		items[i].ord = i;
@@ -1758,6 +1799,8 @@ emit_map(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
 			qsort(items, n, sizeof(PbMapItem), map_item_cmp);
 		rc = emit_map_items(d, f, items, n, first, depth);
 	}
+	for (i = 0; i < n; i++)
+		mem_free(d->a, items[i].entries);
 	mem_free(d->a, items);
 	return rc;
 }
@@ -1774,20 +1817,19 @@ emit_field(PbDecoder *d, const PbField *f, const PbEntry *e, size_t n,
 	if (f->repeated)
 		return emit_repeated(d, f, e, n, first, depth);
 	for (i = 0; i < n; i++)
-		if (check_wire_type(d, f, &e[i]) < 0)
+		if (check_occurrence(d, f, &e[i]) < 0)
 			return -1;
-	if (f->type == PBT_MESSAGE)	/* occurrences merge */
-	{
-		if (emit_key(d, f, first) < 0)
-			return -1;
-		return emit_message(d, f->msg, e, n, depth + 1);
-	}
-	e += n - 1;					/* the last one wins */
-	if (f->implicit && is_default(f, e))
+	for (i = 0; i < n && e[i].dropped; i++)
+		continue;				/* oneof: replaced by another member */
+	if (check_unprinted(d, f, e, i, depth) < 0)
+		return -1;
+	e += i;
+	n -= i;
+	if (n == 0 || (f->implicit && is_default(f, &e[n - 1])))
 		return 0;
 	if (emit_key(d, f, first) < 0)
 		return -1;
-	return emit_value(d, f, e, depth);
+	return emit_occurrences(d, f, e, n, depth);
 }
 
 /* Append a message as a JSON object, fields in declaration order */
@@ -1808,7 +1850,7 @@ emit_message(PbDecoder *d, const PbMessage *m, const PbEntry *segs,
 	if (scan_message(d, m, segs, nsegs, depth, &e, &n) < 0)
 		return -1;
 	rc = buf_putc(d, '{');
-	for (i = 0; rc == 0 && i < n && e[i].field != PB_DROPPED; i = j)
+	for (i = 0; rc == 0 && i < n; i = j)
 	{
 		for (j = i + 1; j < n && e[j].field == e[i].field; j++)
 			continue;

@@ -27,11 +27,18 @@
  *	  does by default: absent fields, empty repeated fields, and proto3
  *	  implicit-presence scalars present on the wire with value 0, "" or false;
  *	- a non-repeated field that occurs more than once: the last one wins,
- *	  except that occurrences of a message field merge, as protobuf's parser
- *	  does (map values: the last one wins); for a oneof, the last member
+ *	  except that occurrences of a message field (or of a map value in one
+ *	  entry) merge, as protobuf's parser does; for a oneof, the last member
  *	  set wins;
+ *	- every occurrence is checked (wire type, UTF-8, nested messages), also
+ *	  those a later one replaces: what protobuf's parser rejects, pbjson
+ *	  rejects, and a wire type that does not fit the declared type is an
+ *	  error (protobuf's parser would keep it as an unknown field); a 10-byte
+ *	  varint whose last byte exceeds 1 is an error (as in Go, not C++);
  *	- unknown field numbers are skipped, whatever their wire type (groups
  *	  included); fields declared as groups are an error;
+ *	- proto2: required fields are not enforced, [default = ...] values of
+ *	  absent fields are not printed;
  *	- well-known types (Timestamp, Duration, wrappers, Struct, Any) are
  *	  rendered as ordinary messages ({"seconds":"1","nanos":5}).
  *
@@ -40,7 +47,9 @@
  * a set must be self-contained, i.e. made with protoc --include_imports, or
  * its dependencies added first).  When a type name is defined more than once
  * the first definition wins (sets made with --include_imports commonly share
- * files such as google/protobuf/timestamp.proto).
+ * files such as google/protobuf/timestamp.proto).  Type names in fields are
+ * taken as fully qualified (protoc always writes them so); names must be
+ * identifiers.
  *
  * Hostile input never crashes, hangs or reads out of bounds; limits below.
  * Output formatting uses printf %g, which assumes LC_NUMERIC "C" (as in a

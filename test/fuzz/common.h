@@ -214,6 +214,41 @@ json_value(const char **p, const char *end, int depth)
 	}
 }
 
+/* Whether p[0..len) is well-formed UTF-8 (no surrogates, <= U+10FFFF) */
+static inline bool
+utf8_ok(const unsigned char *p, size_t len)
+{
+	size_t		i = 0,
+				n,
+				k;
+	uint32_t	cp;
+
+	while (i < len)
+	{
+		if (p[i] < 0x80)
+		{
+			i++;
+			continue;
+		}
+		n = p[i] >= 0xF0 ? 3 : p[i] >= 0xE0 ? 2 : p[i] >= 0xC0 ? 1 : 0;
+		if (n == 0 || p[i] > 0xF4 || i + n >= len)
+			return false;
+		cp = p[i] & (0x3F >> n);
+		for (k = 1; k <= n; k++)
+		{
+			if ((p[i + k] & 0xC0) != 0x80)
+				return false;
+			cp = (cp << 6) | (p[i + k] & 0x3F);
+		}
+		if ((n == 1 && cp < 0x80) || (n == 2 && cp < 0x800) ||
+			(n == 3 && cp < 0x10000) || cp > 0x10FFFF ||
+			(cp >= 0xD800 && cp <= 0xDFFF))
+			return false;
+		i += n + 1;
+	}
+	return true;
+}
+
 /* Whether buf holds exactly one valid JSON value, NUL-terminated */
 static inline bool
 json_valid(const PbBuf *buf)
@@ -222,7 +257,8 @@ json_valid(const PbBuf *buf)
 	const char *end = buf->data + buf->len;
 
 	if (buf->data == NULL || buf->data[buf->len] != '\0' ||
-		strlen(buf->data) != buf->len)
+		strlen(buf->data) != buf->len ||
+		!utf8_ok((const unsigned char *) buf->data, buf->len))
 		return false;
 	if (!json_value(&p, end, 0))
 		return false;
