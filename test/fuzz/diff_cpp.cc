@@ -84,11 +84,14 @@ static bool same_json(const char *a, const char *b)
 		{
 			char *ea, *eb;
 			double x = strtod(a, &ea), y = strtod(b, &eb);
-			if (x != y && (float) x != (float) y)
-				return false;
-			a = ea;
-			b = eb;
-			continue;
+			if (ea != a && eb != b)
+			{
+				if (x != y && (float) x != (float) y)
+					return false;
+				a = ea;
+				b = eb;
+				continue;
+			}
 		}
 		if (*a++ != *b++)
 			return false;
