@@ -121,4 +121,6 @@ SELECT eventsourced.protobuf_to_jsonb('\x08', 'nope.Missing');
 SELECT * FROM eventsourced.register_protobuf('\x0a05');
 SELECT * FROM eventsourced.register_protobuf('\x0aff');
 SELECT * FROM eventsourced.register_protobuf(NULL);
+SELECT * FROM eventsourced.register_protobuf(decode(repeat('00', 4 * 1024 * 1024 + 1), 'hex'));
+SELECT eventsourced.protobuf_to_jsonb(decode(repeat('00', 64 * 1024 * 1024 + 1), 'hex'), 'eventsourced.Snapshot');
 SELECT count(*) FROM eventsourced.protobuf_descriptors;

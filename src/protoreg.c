@@ -29,6 +29,20 @@
 #include "pbjson.h"
 
 #define ES_PB_ERRLEN	256
+/* Decoding needs up to ~100x a descriptor set's size, ~12x a payload's */
+#define ES_PB_MAX_DESCRIPTOR_SET	(4 * 1024 * 1024)
+#define ES_PB_MAX_PAYLOAD			(64 * 1024 * 1024)
+
+/* Refuse inputs whose decoding would need too much memory */
+static void
+es_pb_check_size(bytea *b, size_t limit, const char *what)
+{
+	if (VARSIZE_ANY_EXHDR(b) > limit)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("%s of %zu bytes is too large", what, (size_t) VARSIZE_ANY_EXHDR(b)),
+				 errdetail("The limit is %zu bytes.", limit)));
+}
 
 static MemoryContext schema_cxt = NULL;
 static PbSchema *schema = NULL;
@@ -193,6 +207,7 @@ eventsourced_register_protobuf(PG_FUNCTION_ARGS)
 				 errmsg("descriptor_set must not be null")));
 	PreventCommandIfReadOnly("eventsourced.register_protobuf()");
 	set = PG_GETARG_BYTEA_PP(0);
+	es_pb_check_size(set, ES_PB_MAX_DESCRIPTOR_SET, "descriptor set");
 	store = es_text_srf(fcinfo);
 
 	es_schema_load_all(&prior, &a);
@@ -238,6 +253,7 @@ eventsourced_protobuf_to_jsonb(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("protobuf message type \"%s\" is not registered", type),
 				 errhint("Register its descriptor set with eventsourced.register_protobuf().")));
+	es_pb_check_size(payload, ES_PB_MAX_PAYLOAD, "protobuf payload");
 	pb_buf_init(&out, &a);
 	if (pb_to_json(s, type, (const uint8 *) VARDATA_ANY(payload), VARSIZE_ANY_EXHDR(payload),
 				   &out, err, sizeof(err)) != 0)
