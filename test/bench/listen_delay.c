@@ -7,7 +7,9 @@
  *		seconds at which it was appended; the delay is the time the client
  *		has the event minus t0.  Prints "count median_ms p99_ms".
  *
- *		usage: listen_delay CONNSTR ENTITY_TYPE SECONDS
+ *		Events appended in the first WARMUP seconds are not counted.
+ *
+ *		usage: listen_delay CONNSTR ENTITY_TYPE SECONDS WARMUP
  */
 #include <math.h>
 #include <poll.h>
@@ -24,6 +26,7 @@
 
 static double delays[MAX_DELAYS];
 static int	ndelays;
+static double counted_from;		/* epoch seconds: events appended before are warm-up */
 
 /* Wall-clock seconds, as the server's clock_timestamp() counts them */
 static double
@@ -65,7 +68,12 @@ catch_up(PGconn *conn, const char *type, long long *checkpoint)
 					"FROM eventsourced.events_by_type($1, $2, " PAGE ")", 2, params);
 		n = PQntuples(res);
 		for (int i = 0; i < n && ndelays < MAX_DELAYS; i++)
-			delays[ndelays++] = (now_epoch() - atof(PQgetvalue(res, i, 1))) * 1000.0;
+		{
+			double		t0 = atof(PQgetvalue(res, i, 1));
+
+			if (t0 >= counted_from)
+				delays[ndelays++] = (now_epoch() - t0) * 1000.0;
+		}
 		if (n > 0)
 			*checkpoint = atoll(PQgetvalue(res, n - 1, 0));
 		PQclear(res);
@@ -93,11 +101,12 @@ main(int argc, char **argv)
 	double		until;
 	const char *params[1];
 
-	if (argc != 4)
+	if (argc != 5)
 	{
-		fprintf(stderr, "usage: listen_delay CONNSTR ENTITY_TYPE SECONDS\n");
+		fprintf(stderr, "usage: listen_delay CONNSTR ENTITY_TYPE SECONDS WARMUP\n");
 		return 2;
 	}
+	counted_from = now_epoch() + atof(argv[4]);
 	conn = PQconnectdb(argv[1]);
 	if (PQstatus(conn) != CONNECTION_OK)
 	{
