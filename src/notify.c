@@ -200,15 +200,12 @@ es_notify_entry(const char *type)
 	return NULL;
 }
 
-/*
- * After commit: hand our types to the worker (when notifications are on)
- * and wake it, which also runs its projections.
- */
+/* After commit: hand our types to the worker and wake it, which also runs its projections */
 static void
 es_notify_publish(void)
 {
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < npending && es_notify_enabled; i++)
+	for (int i = 0; i < npending; i++)
 	{
 		EsNotifyEntry *e = es_notify_entry(pending[i].type);
 
@@ -220,7 +217,7 @@ es_notify_publish(void)
 		e->position = Max(e->position, pending[i].position);
 		e->dirty = true;
 	}
-	if (pending_overflow && es_notify_enabled)
+	if (pending_overflow)
 	{
 		notify_shared->overflow_db = MyDatabaseId;
 		notify_shared->overflow_db_dirty = true;
@@ -250,8 +247,13 @@ es_notify_xact_callback(XactEvent event, void *arg)
 	switch (event)
 	{
 		case XACT_EVENT_PRE_COMMIT:
+			if (!es_notify_enabled)
+			{
+				es_notify_reset();	/* no NOTIFY, no wake-up: workers poll */
+				break;
+			}
 			deferred = es_notify_worker_present();
-			if (!deferred && es_notify_enabled)
+			if (!deferred)
 				es_notify_direct();
 			break;
 		case XACT_EVENT_COMMIT:
