@@ -479,8 +479,7 @@ eventsourced_events_by_type_pb(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
-	req.entity_type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
-	es_feed_args(fcinfo, 1, &req);
+	es_feed_args(fcinfo, true, &req);
 	PG_RETURN_BYTEA_P(es_pb_feed(&req));
 }
 
@@ -492,8 +491,7 @@ eventsourced_read_all_pb(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
-	req.entity_type = NULL;
-	es_feed_args(fcinfo, 0, &req);
+	es_feed_args(fcinfo, false, &req);
 	PG_RETURN_BYTEA_P(es_pb_feed(&req));
 }
 

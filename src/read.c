@@ -20,10 +20,17 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-/* The feed arguments after the optional entity type, validated */
+/*
+ * The arguments of a feed function, validated: (entity_type, after_position,
+ * max_count) when by_type, else (after_position, max_count).
+ */
 void
-es_feed_args(FunctionCallInfo fcinfo, int argno, EsFeedRequest *req)
+es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req)
 {
+	int			argno = by_type ? 1 : 0;
+
+	req->entity_type = by_type ?
+		es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN) : NULL;
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -177,8 +184,7 @@ eventsourced_events_by_type(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
-	req.entity_type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
-	es_feed_args(fcinfo, 1, &req);
+	es_feed_args(fcinfo, true, &req);
 	es_feed_read(fcinfo, &req);
 	return (Datum) 0;
 }
@@ -191,8 +197,7 @@ eventsourced_read_all(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
-	req.entity_type = NULL;
-	es_feed_args(fcinfo, 0, &req);
+	es_feed_args(fcinfo, false, &req);
 	es_feed_read(fcinfo, &req);
 	return (Datum) 0;
 }

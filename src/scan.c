@@ -64,16 +64,33 @@ es_scan_init(void)
 	RegisterSubXactCallback(es_known_subxact_callback, NULL);
 }
 
-/* Remember the last seq_no of an entity whose lock this transaction holds */
+/* Whether the remembered strings name this entity */
+static bool
+es_known_is(const EsEntity *entity)
+{
+	return known.type != NULL &&
+		strlen(known.type) == VARSIZE_ANY_EXHDR(entity->type) &&
+		strlen(known.id) == VARSIZE_ANY_EXHDR(entity->id) &&
+		memcmp(known.type, VARDATA_ANY(entity->type), VARSIZE_ANY_EXHDR(entity->type)) == 0 &&
+		memcmp(known.id, VARDATA_ANY(entity->id), VARSIZE_ANY_EXHDR(entity->id)) == 0;
+}
+
+/*
+ * Remember the last seq_no of an entity whose lock this transaction holds;
+ * the names are copied only when the entity changes.
+ */
 void
 es_known_last_set(const EsEntity *entity, int64 last)
 {
-	if (known.type)
-		pfree(known.type);
-	if (known.id)
-		pfree(known.id);
-	known.type = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->type));
-	known.id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->id));
+	if (!es_known_is(entity))
+	{
+		if (known.type)
+			pfree(known.type);
+		if (known.id)
+			pfree(known.id);
+		known.type = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->type));
+		known.id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->id));
+	}
 	known.last = last;
 	known.valid = true;
 }
@@ -82,11 +99,7 @@ es_known_last_set(const EsEntity *entity, int64 last)
 bool
 es_known_last_get(const EsEntity *entity, int64 *last)
 {
-	if (!known.valid ||
-		strlen(known.type) != VARSIZE_ANY_EXHDR(entity->type) ||
-		strlen(known.id) != VARSIZE_ANY_EXHDR(entity->id) ||
-		memcmp(known.type, VARDATA_ANY(entity->type), VARSIZE_ANY_EXHDR(entity->type)) != 0 ||
-		memcmp(known.id, VARDATA_ANY(entity->id), VARSIZE_ANY_EXHDR(entity->id)) != 0)
+	if (!known.valid || !es_known_is(entity))
 		return false;
 	*last = known.last;
 	return true;
