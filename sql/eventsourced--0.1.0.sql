@@ -60,6 +60,21 @@ CREATE TRIGGER events_no_truncate
 ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_immutable;
 ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_no_truncate;
 
+-- Any statement that writes the events table other than append() (a purge,
+-- a restore's COPY) makes the shared seq_no cache forget every entity.
+CREATE FUNCTION eventsourced.events_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eventsourced_events_changed' LANGUAGE C;
+CREATE TRIGGER events_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON eventsourced.events
+    FOR EACH STATEMENT EXECUTE FUNCTION eventsourced.events_changed();
+ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_changed;
+
+-- This session's lookups of an entity's last seq_no by writers: answered
+-- by the shared cache (hits) or by the index (misses).
+CREATE FUNCTION eventsourced.seq_cache_stats(OUT hits bigint, OUT misses bigint)
+    RETURNS record
+    AS 'MODULE_PATHNAME', 'eventsourced_seq_cache_stats' LANGUAGE C VOLATILE STRICT;
+
 -- One event to append, as a composite.
 CREATE TYPE eventsourced.event_data AS (
     event_type text,

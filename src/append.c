@@ -258,13 +258,11 @@ es_append_events(const EsEntity *entity, int64 expected,
 	last = es_retried_append(&w, entity, events, nevents);
 	if (last == 0)
 	{
-		if (!es_known_last_get(entity, &last))
-			last = expected >= 0 ? es_last_seq_no_hinted(w.events, w.pkey, entity, expected)
-				: es_last_seq_no(w.events, w.pkey, entity);
+		last = es_locked_last_seq_no(w.events, w.pkey, entity, expected);
 		es_check_expected(entity, expected, last);
 		es_insert_events(&w, entity, last + 1, events, nevents);
 		last += nevents;
-		es_known_last_set(entity, last);
+		es_locked_last_set(entity, last);
 		es_notify_note(entity->type, w.last_position);
 	}
 	es_writer_close(&w);

@@ -231,9 +231,8 @@ es_rebuild_state(EsCommand *c)
 
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									cached, &c->state_tid);
-	last = es_last_seq_no_hinted(events, pkey, &c->entity, c->has_state_row ?
+	last = es_locked_last_seq_no(events, pkey, &c->entity, c->has_state_row ?
 								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
-	es_known_last_set(&c->entity, last);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
 	es_fold_stored_events(c, events, pkey);
 	index_close(pkey, AccessShareLock);

@@ -15,11 +15,12 @@ void
 _PG_init(void)
 {
 	es_catalog_init();
-	es_scan_init();
+	es_seqcache_init();
 	es_feed_init();
 	es_notify_init();
 	es_projection_init();
 	es_worker_init();
 	es_protoreg_init();
 	MarkGUCPrefixReserved("eventsourced");
+	es_shmem_request_now();
 }

@@ -102,6 +102,24 @@ typedef struct EsFeedRequest
 	int32		max_count;
 } EsFeedRequest;
 
+/* shmem.c: a subsystem's piece of shared memory */
+typedef struct EsShmemPart
+{
+	const char *name;			/* also the name of its LWLock tranche */
+	Size		(*size) (void);
+	int			nlocks;
+	void		(*attach) (void *ptr, bool found);
+} EsShmemPart;
+
+extern void es_shmem_register(const EsShmemPart *part);
+extern void es_shmem_request_now(void);
+
+/* seqcache.c */
+extern void es_seqcache_init(void);
+extern int64 es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity,
+								   int64 hint);
+extern void es_locked_last_set(const EsEntity *entity, int64 last);
+
 /* catalog.c */
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
@@ -143,9 +161,6 @@ extern void es_protoreg_init(void);
 extern void es_worker_init(void);
 
 /* scan.c */
-extern void es_scan_init(void);
-extern void es_known_last_set(const EsEntity *entity, int64 last);
-extern bool es_known_last_get(const EsEntity *entity, int64 *last);
 extern bool es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
 							ScanDirection dir, TupleTableSlot *slot);
 extern int64 es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity);

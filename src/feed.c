@@ -81,11 +81,6 @@ typedef struct EsFeedShared
 static EsFeedShared *feed_shared = NULL;
 static bool announced = false;	/* this transaction holds its slot/lock */
 
-#if PG_VERSION_NUM >= 150000
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
 /* Shared memory needed for one slot per backend */
 static Size
 es_feed_shmem_size(void)
@@ -94,39 +89,24 @@ es_feed_shmem_size(void)
 					mul_size(MaxBackends, sizeof(EsFeedSlot)));
 }
 
-#if PG_VERSION_NUM >= 150000
-/* Ask for our shared memory once MaxBackends is known */
-static void
-es_feed_shmem_request(void)
-{
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(es_feed_shmem_size());
-}
-#endif
-
 /* Create or attach to the shared horizon state */
 static void
-es_feed_shmem_startup(void)
+es_feed_shmem_attach(void *ptr, bool found)
 {
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	feed_shared = ShmemInitStruct("eventsourced feed", es_feed_shmem_size(), &found);
-	if (!found)
+	feed_shared = ptr;
+	if (found)
+		return;
+	feed_shared->nslots = MaxBackends;
+	for (int i = 0; i < MaxBackends; i++)
 	{
-		feed_shared->nslots = MaxBackends;
-		for (int i = 0; i < MaxBackends; i++)
-		{
-			pg_atomic_init_u32(&feed_shared->slot[i].dboid, InvalidOid);
-			pg_atomic_init_u64(&feed_shared->slot[i].low, 0);
-		}
+		pg_atomic_init_u32(&feed_shared->slot[i].dboid, InvalidOid);
+		pg_atomic_init_u64(&feed_shared->slot[i].low, 0);
 	}
-	LWLockRelease(AddinShmemInitLock);
 }
+
+static const EsShmemPart feed_part = {
+	"eventsourced feed", es_feed_shmem_size, 0, es_feed_shmem_attach
+};
 
 /* The advisory lock tag of the fallback barrier, per database */
 static void
@@ -192,14 +172,7 @@ es_feed_init(void)
 	RegisterXactCallback(es_feed_xact_callback, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
-#if PG_VERSION_NUM >= 150000
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = es_feed_shmem_request;
-#else
-	RequestAddinShmemSpace(es_feed_shmem_size());
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = es_feed_shmem_startup;
+	es_shmem_register(&feed_part);
 	before_shmem_exit(es_feed_shmem_exit, (Datum) 0);
 }
 

@@ -72,40 +72,27 @@ static int64 pending_max_position = 0;
 static bool deferred = false;	/* publish to the worker at commit */
 static int	my_worker_slot = -1;
 
-#if PG_VERSION_NUM >= 150000
-static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
-static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
-
-#if PG_VERSION_NUM >= 150000
-/* Ask for the shared table and its lock */
-static void
-es_notify_shmem_request(void)
+/* Size of the shared table */
+static Size
+es_notify_shmem_size(void)
 {
-	if (prev_shmem_request_hook)
-		prev_shmem_request_hook();
-	RequestAddinShmemSpace(sizeof(EsNotifyShared));
-	RequestNamedLWLockTranche("eventsourced notify", 1);
+	return sizeof(EsNotifyShared);
 }
-#endif
 
 /* Create or attach to the shared table */
 static void
-es_notify_shmem_startup(void)
+es_notify_shmem_attach(void *ptr, bool found)
 {
-	bool		found;
-
-	if (prev_shmem_startup_hook)
-		prev_shmem_startup_hook();
-	LWLockAcquire(AddinShmemInitLock, LW_EXCLUSIVE);
-	notify_shared = ShmemInitStruct("eventsourced notify", sizeof(EsNotifyShared), &found);
-	if (!found)
-	{
-		memset(notify_shared, 0, sizeof(EsNotifyShared));
-		notify_shared->lock = &(GetNamedLWLockTranche("eventsourced notify"))->lock;
-	}
-	LWLockRelease(AddinShmemInitLock);
+	notify_shared = ptr;
+	if (found)
+		return;
+	memset(notify_shared, 0, sizeof(EsNotifyShared));
+	notify_shared->lock = &(GetNamedLWLockTranche("eventsourced notify"))->lock;
 }
+
+static const EsShmemPart notify_part = {
+	"eventsourced notify", es_notify_shmem_size, 1, es_notify_shmem_attach
+};
 
 /* The JSON payload of one notification; type NULL means "some type" */
 static char *
@@ -280,17 +267,8 @@ es_notify_init(void)
 							 NULL, &es_notify_enabled, true, PGC_USERSET, 0,
 							 NULL, NULL, NULL);
 	RegisterXactCallback(es_notify_xact_callback, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-#if PG_VERSION_NUM >= 150000
-	prev_shmem_request_hook = shmem_request_hook;
-	shmem_request_hook = es_notify_shmem_request;
-#else
-	RequestAddinShmemSpace(sizeof(EsNotifyShared));
-	RequestNamedLWLockTranche("eventsourced notify", 1);
-#endif
-	prev_shmem_startup_hook = shmem_startup_hook;
-	shmem_startup_hook = es_notify_shmem_startup;
+	if (process_shared_preload_libraries_in_progress)
+		es_shmem_register(&notify_part);
 }
 
 /* Unregister the worker's latch when it exits */

@@ -9,101 +9,13 @@
 #include "access/stratnum.h"
 #include "access/table.h"
 #include "access/tableam.h"
-#include "access/xact.h"
 #include "catalog/pg_collation.h"
 #include "executor/tuptable.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/fmgroids.h"
-#include "utils/memutils.h"
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
-
-/*
- * The last seq_no of the entity this transaction most recently locked and
- * looked up or appended to.  Holding the entity lock, nobody else can
- * append to it, so the value stays true until the transaction (or the
- * subtransaction that took the lock) ends.
- */
-static struct
-{
-	bool		valid;
-	char	   *type;			/* in TopMemoryContext */
-	char	   *id;
-	int64		last;
-} known;
-
-/* Forget the known last seq_no when a (sub)transaction ends or aborts */
-static void
-es_known_reset(void)
-{
-	known.valid = false;
-}
-
-/* Transaction end */
-static void
-es_known_xact_callback(XactEvent event, void *arg)
-{
-	es_known_reset();
-}
-
-/* Subtransaction abort: its appends and possibly its entity lock are gone */
-static void
-es_known_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
-						  SubTransactionId parentSubid, void *arg)
-{
-	if (event == SUBXACT_EVENT_ABORT_SUB)
-		es_known_reset();
-}
-
-/* Register the callbacks that keep the known last seq_no honest */
-void
-es_scan_init(void)
-{
-	RegisterXactCallback(es_known_xact_callback, NULL);
-	RegisterSubXactCallback(es_known_subxact_callback, NULL);
-}
-
-/* Whether the remembered strings name this entity */
-static bool
-es_known_is(const EsEntity *entity)
-{
-	return known.type != NULL &&
-		strlen(known.type) == VARSIZE_ANY_EXHDR(entity->type) &&
-		strlen(known.id) == VARSIZE_ANY_EXHDR(entity->id) &&
-		memcmp(known.type, VARDATA_ANY(entity->type), VARSIZE_ANY_EXHDR(entity->type)) == 0 &&
-		memcmp(known.id, VARDATA_ANY(entity->id), VARSIZE_ANY_EXHDR(entity->id)) == 0;
-}
-
-/*
- * Remember the last seq_no of an entity whose lock this transaction holds;
- * the names are copied only when the entity changes.
- */
-void
-es_known_last_set(const EsEntity *entity, int64 last)
-{
-	if (!es_known_is(entity))
-	{
-		if (known.type)
-			pfree(known.type);
-		if (known.id)
-			pfree(known.id);
-		known.type = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->type));
-		known.id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->id));
-	}
-	known.last = last;
-	known.valid = true;
-}
-
-/* The remembered last seq_no of this entity, if it is the one remembered */
-bool
-es_known_last_get(const EsEntity *entity, int64 *last)
-{
-	if (!known.valid || !es_known_is(entity))
-		return false;
-	*last = known.last;
-	return true;
-}
 
 /* Scan keys "entity_type = $type AND entity_id = $id" on the primary key */
 void
