@@ -204,6 +204,30 @@ CREATE FUNCTION cmdtest.peek(entity_id text, state jsonb, args jsonb)
 SELECT eventsourced.register_command('ledger', 'Add', 'cmdtest.add_plpgsql(text, jsonb, jsonb)');
 SELECT accepted, rejection, seq_no FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
 
+-- Registrations are cached per backend: a registration rolled back is
+-- forgotten, one written straight into the table is seen, and EXECUTE on
+-- the handler is checked on every use, for the current user.
+BEGIN;
+SELECT eventsourced.register_command('ledger', 'Add', 'cmdtest.nothing(text, jsonb, jsonb)');
+SELECT accepted FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
+ROLLBACK;
+SELECT accepted, rejection FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
+UPDATE eventsourced.commands SET handler = 'cmdtest.nothing(text, jsonb, jsonb)'
+ WHERE entity_type = 'ledger' AND command = 'Add';
+SELECT accepted FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
+SELECT eventsourced.register_command('ledger', 'Add', 'cmdtest.add_plpgsql(text, jsonb, jsonb)');
+CREATE ROLE es_cmd_user;
+GRANT USAGE ON SCHEMA eventsourced, cmdtest TO es_cmd_user;
+GRANT EXECUTE ON FUNCTION eventsourced.handle_command(text, text, text, jsonb) TO es_cmd_user;
+REVOKE EXECUTE ON FUNCTION cmdtest.add_plpgsql(text, jsonb, jsonb) FROM PUBLIC;
+SELECT accepted, rejection FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
+SET ROLE es_cmd_user;
+SELECT accepted FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{"n": 1}');
+RESET ROLE;
+GRANT EXECUTE ON FUNCTION cmdtest.add_plpgsql(text, jsonb, jsonb) TO PUBLIC;
+DROP OWNED BY es_cmd_user;
+DROP ROLE es_cmd_user;
+
 -- The cached state: used when current, refolded from when stale
 SELECT cmdtest.calls();
 SELECT seq_no, state FROM eventsourced.handle_command('ledger', 'l2', 'Peek');

@@ -344,6 +344,18 @@ CREATE TABLE eventsourced.commands (
     CONSTRAINT commands_pkey PRIMARY KEY (entity_type, command)
 );
 
+-- Backends cache registrations; any write to these tables empties the caches.
+CREATE FUNCTION eventsourced.registry_changed() RETURNS trigger
+    AS 'MODULE_PATHNAME', 'eventsourced_registry_changed' LANGUAGE C;
+CREATE TRIGGER entity_types_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON eventsourced.entity_types
+    FOR EACH STATEMENT EXECUTE FUNCTION eventsourced.registry_changed();
+CREATE TRIGGER commands_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON eventsourced.commands
+    FOR EACH STATEMENT EXECUTE FUNCTION eventsourced.registry_changed();
+ALTER TABLE eventsourced.entity_types ENABLE ALWAYS TRIGGER entity_types_changed;
+ALTER TABLE eventsourced.commands ENABLE ALWAYS TRIGGER commands_changed;
+
 -- The latest state of each entity, as handle_command() left it.  A cache:
 -- it may be truncated at any time; states are then rebuilt from snapshots.
 CREATE TABLE eventsourced.entity_states (

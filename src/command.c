@@ -343,7 +343,7 @@ es_command_init(EsCommand *c)
 	PreventCommandIfParallelMode("eventsourced.handle_command()");
 	es_lock_entity(&c->entity);
 	es_push_command_snapshot();
-	es_lookup_entity_type(c->entity.type, &c->reg);
+	es_cached_entity_type(c->entity.type, &c->reg);
 	fmgr_info(c->reg.event_handler, &c->event_handler);
 	c->folded = 0;
 	c->cur = 0;
@@ -372,7 +372,7 @@ eventsourced_handle_command(PG_FUNCTION_ARGS)
 				 errmsg("args must not be null"),
 				 errhint("Pass '{}' for a command without arguments.")));
 	es_command_init(&c);
-	handler = es_lookup_command(c.entity.type, command);
+	handler = es_cached_command(c.entity.type, command);
 	es_rebuild_state(&c);
 	es_decide(&c, handler, PG_GETARG_DATUM(3), &d);
 	if (d.accepted && d.nevents > 0)

@@ -222,6 +222,10 @@ extern Oid	es_resolve_handler(Datum signature, bool event_handler);
 extern void es_lookup_entity_type(text *type, EsEntityType *reg);
 extern Oid	es_lookup_command(text *type, text *command);
 
+/* regcache.c */
+extern void es_cached_entity_type(text *type, EsEntityType *reg);
+extern Oid	es_cached_command(text *type, text *command);
+
 /* decision.c */
 /* What a command handler decided */
 typedef struct EsDecision

@@ -1,0 +1,221 @@
+/*
+ * regcache.c
+ *		The backend's cache of entity type and command registrations, so a
+ *		command reads no registration table.
+ *
+ * An entry is built from the registration tables with a snapshot taken
+ * after they were locked, i.e. after pending invalidations were processed.
+ * Every statement that writes a registration table fires a trigger that
+ * sends a relcache invalidation for it at commit (and locally at once), and
+ * a change to any function, schema or type invalidates the resolved handler
+ * OIDs; either empties the cache.  An entry built while an invalidation
+ * arrived is not kept.  EXECUTE on the handler is checked on every use, for
+ * the current user.
+ */
+#include "eventsourced.h"
+
+#include "access/table.h"
+#include "commands/trigger.h"
+#include "miscadmin.h"
+#include "utils/acl.h"
+#include "utils/builtins.h"
+#include "utils/datum.h"
+#include "utils/hsearch.h"
+#include "utils/inval.h"
+#include "utils/lsyscache.h"
+#include "utils/memutils.h"
+#include "utils/rel.h"
+#include "utils/snapmgr.h"
+#include "utils/syscache.h"
+
+/* An entity type (is_command false) or one of its commands */
+typedef struct EsRegKey
+{
+	bool		is_command;
+	char		type[ES_MAX_TYPE_LEN + 1];
+	char		command[ES_MAX_TYPE_LEN + 1];
+} EsRegKey;
+
+typedef struct EsRegEntry
+{
+	EsRegKey	key;
+	Oid			handler;		/* the command handler, or the event handler */
+	EsEntityType reg;			/* entity types only; initial_state in reg_cxt */
+} EsRegEntry;
+
+static HTAB *reg_cache = NULL;
+static MemoryContext reg_cxt = NULL;
+static bool reg_stale = false;
+static uint64 reg_invals = 0;	/* invalidations received so far */
+
+/* Any invalidation that may concern registrations empties the cache */
+static void
+es_regcache_invalidate(void)
+{
+	reg_stale = true;
+	reg_invals++;
+}
+
+/* Relcache callback: a registration table (or every relation) changed */
+static void
+es_regcache_relcache_callback(Datum arg, Oid relid)
+{
+	es_regcache_invalidate();
+}
+
+/* Syscache callback: a function, schema or type changed */
+static void
+es_regcache_syscache_callback(Datum arg, int cacheid, uint32 hashvalue)
+{
+	es_regcache_invalidate();
+}
+
+/* The cache, created on first use and emptied when stale */
+static HTAB *
+es_regcache(void)
+{
+	HASHCTL		ctl;
+
+	if (reg_cache != NULL && !reg_stale)
+		return reg_cache;
+	if (reg_cache == NULL)
+	{
+		reg_cxt = AllocSetContextCreate(CacheMemoryContext, "eventsourced registrations",
+										ALLOCSET_SMALL_SIZES);
+		CacheRegisterRelcacheCallback(es_regcache_relcache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(PROCOID, es_regcache_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(NAMESPACEOID, es_regcache_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(TYPEOID, es_regcache_syscache_callback, (Datum) 0);
+	}
+	else
+	{
+		hash_destroy(reg_cache);
+		MemoryContextReset(reg_cxt);
+	}
+	ctl.keysize = sizeof(EsRegKey);
+	ctl.entrysize = sizeof(EsRegEntry);
+	ctl.hcxt = reg_cxt;
+	reg_cache = hash_create("eventsourced registrations", 16, &ctl,
+							HASH_ELEM | HASH_BLOBS | HASH_CONTEXT);
+	reg_stale = false;
+	return reg_cache;
+}
+
+/* A zero-padded key, so that it hashes as a blob */
+static void
+es_regcache_key(EsRegKey *key, text *type, text *command)
+{
+	memset(key, 0, sizeof(EsRegKey));
+	key->is_command = (command != NULL);
+	text_to_cstring_buffer(type, key->type, sizeof(key->type));
+	if (command)
+		text_to_cstring_buffer(command, key->command, sizeof(key->command));
+}
+
+/* EXECUTE on a cached handler, for the current user */
+static void
+es_regcache_check_acl(Oid fn)
+{
+	AclResult	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
+
+	if (acl != ACLCHECK_OK)
+		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+}
+
+/*
+ * Read a registration from its table: lock the table first, so pending
+ * invalidations are processed, then read with a new snapshot.  Returns
+ * whether no invalidation arrived meanwhile, i.e. the result may be kept.
+ */
+static bool
+es_regcache_read(Oid relid, text *type, text *command, EsRegEntry *out)
+{
+	Relation	rel = table_open(relid, AccessShareLock);
+	uint64		invals;
+
+	(void) es_regcache();
+	invals = reg_invals;
+	PushActiveSnapshot(GetLatestSnapshot());
+	if (command)
+		out->handler = es_lookup_command(type, command);
+	else
+	{
+		es_lookup_entity_type(type, &out->reg);
+		out->handler = out->reg.event_handler;
+	}
+	PopActiveSnapshot();
+	table_close(rel, AccessShareLock);
+	return invals == reg_invals;
+}
+
+/* The registration of an entity type (cached), in the caller's memory; its event handler checked */
+void
+es_cached_entity_type(text *type, EsEntityType *reg)
+{
+	EsRegKey	key;
+	EsRegEntry *e;
+	EsRegEntry	fresh;
+	MemoryContext old;
+
+	es_regcache_key(&key, type, NULL);
+	e = hash_search(es_regcache(), &key, HASH_FIND, NULL);
+	if (e != NULL)
+	{
+		/* the caller gets its own copy: the cache may be emptied meanwhile */
+		es_regcache_check_acl(e->handler);
+		*reg = e->reg;
+		reg->initial_state = datumCopy(e->reg.initial_state, false, -1);
+		return;
+	}
+	if (!es_regcache_read(es_catalog()->entity_types, type, NULL, &fresh))
+	{
+		*reg = fresh.reg;
+		return;
+	}
+	e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
+	e->handler = fresh.handler;
+	e->reg = fresh.reg;
+	old = MemoryContextSwitchTo(reg_cxt);
+	e->reg.initial_state = datumCopy(fresh.reg.initial_state, false, -1);
+	MemoryContextSwitchTo(old);
+	*reg = fresh.reg;
+}
+
+/* The command handler registered for (type, command) (cached), checked */
+Oid
+es_cached_command(text *type, text *command)
+{
+	EsRegKey	key;
+	EsRegEntry *e;
+	EsRegEntry	fresh;
+
+	es_regcache_key(&key, type, command);
+	e = hash_search(es_regcache(), &key, HASH_FIND, NULL);
+	if (e != NULL)
+	{
+		es_regcache_check_acl(e->handler);
+		return e->handler;
+	}
+	if (es_regcache_read(es_catalog()->commands, type, command, &fresh))
+	{
+		e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
+		e->handler = fresh.handler;
+	}
+	return fresh.handler;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_registry_changed);
+
+/* Statement trigger on a registration table: every backend's cache must go */
+Datum
+eventsourced_registry_changed(PG_FUNCTION_ARGS)
+{
+	TriggerData *trigdata = (TriggerData *) fcinfo->context;
+
+	if (!CALLED_AS_TRIGGER(fcinfo))
+		ereport(ERROR,
+				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
+				 errmsg("eventsourced.registry_changed() must be called as a trigger")));
+	CacheInvalidateRelcacheByRelid(RelationGetRelid(trigdata->tg_relation));
+	return PointerGetDatum(NULL);
+}
