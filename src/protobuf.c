@@ -280,6 +280,7 @@ es_pb_pack(const ProtobufCMessage *msg)
  */
 #define ES_PB_UUID_TEXT_LEN		36
 #define ES_PB_MAX_FIELD_HEAD	(1 + ES_PB_MAX_VARINT_BYTES)
+#define ES_PB_PRESIZE_MAX		(64.0 * 1024 * 1024)	/* largest buffer reserved up front */
 
 /* What the encoder keeps between rows */
 typedef struct EsPbBatch
@@ -288,6 +289,8 @@ typedef struct EsPbBatch
 	StringInfoData json;		/* scratch: one JSON text */
 	StringInfoData meta;		/* scratch: metadata JSON text */
 	int64		last_position;
+	int32		count;			/* events encoded */
+	int32		max_count;
 } EsPbBatch;
 
 /* Bytes a varint takes */
@@ -304,17 +307,16 @@ es_pb_varint_size(uint64 v)
 	return n;
 }
 
-/* Append a varint */
-static void
-es_pb_put_varint(StringInfo b, uint64 v)
+/* Write a varint at *p; the caller reserved the room */
+static inline void
+es_pb_put_varint(char **p, uint64 v)
 {
-	enlargeStringInfo(b, ES_PB_MAX_VARINT_BYTES);
 	while (v >= 0x80)
 	{
-		b->data[b->len++] = (char) (v | 0x80);
+		*(*p)++ = (char) (v | 0x80);
 		v >>= 7;
 	}
-	b->data[b->len++] = (char) v;
+	*(*p)++ = (char) v;
 }
 
 /* Size of a varint field (0 when omitted) */
@@ -331,25 +333,26 @@ es_pb_bytes_field_size(size_t len)
 	return len == 0 ? 0 : 1 + es_pb_varint_size(len) + len;
 }
 
-/* Append a varint field unless it is 0 */
-static void
-es_pb_put_varint_field(StringInfo b, int field, uint64 v)
+/* Write a varint field unless it is 0 */
+static inline void
+es_pb_put_varint_field(char **p, int field, uint64 v)
 {
 	if (v == 0)
 		return;
-	es_pb_put_varint(b, ((uint64) field << 3) | ES_PB_WIRE_VARINT);
-	es_pb_put_varint(b, v);
+	es_pb_put_varint(p, ((uint64) field << 3) | ES_PB_WIRE_VARINT);
+	es_pb_put_varint(p, v);
 }
 
-/* Append a length-delimited field unless it is empty */
-static void
-es_pb_put_bytes_field(StringInfo b, int field, const char *data, size_t len)
+/* Write a length-delimited field unless it is empty */
+static inline void
+es_pb_put_bytes_field(char **p, int field, const char *data, size_t len)
 {
 	if (len == 0)
 		return;
-	es_pb_put_varint(b, ((uint64) field << 3) | ES_PB_WIRE_LEN);
-	es_pb_put_varint(b, len);
-	appendBinaryStringInfo(b, data, len);
+	es_pb_put_varint(p, ((uint64) field << 3) | ES_PB_WIRE_LEN);
+	es_pb_put_varint(p, len);
+	memcpy(*p, data, len);
+	*p += len;
 }
 
 /* JSON text of a jsonb column into a scratch buffer */
@@ -378,6 +381,20 @@ es_pb_uuid_text(const pg_uuid_t *u, char *out)
 	}
 }
 
+/*
+ * After the first event: make room for max_count events of its size, so
+ * the buffer is not grown (and copied) a dozen times on the way.
+ */
+static void
+es_pb_presize(EsPbBatch *batch, size_t event_size)
+{
+	double		want = (double) (event_size + ES_PB_MAX_FIELD_HEAD) * batch->max_count;
+
+	want = Min(want, ES_PB_PRESIZE_MAX);
+	if (want > batch->buf.maxlen)
+		enlargeStringInfo(&batch->buf, (int) want - batch->buf.len);
+}
+
 /* Encode one feed row (a slot of the events table) as EventBatch.events */
 static void
 es_pb_put_event(TupleTableSlot *slot, void *arg)
@@ -400,6 +417,7 @@ es_pb_put_event(TupleTableSlot *slot, void *arg)
 	uint64		recorded = (uint64) (DatumGetTimestampTz(v[Anum_es_events_recorded_at - 1]) +
 									 ES_UNIX_EPOCH_OFFSET_US);
 	size_t		size;
+	char	   *p;
 
 	if (binary)
 	{
@@ -436,19 +454,24 @@ es_pb_put_event(TupleTableSlot *slot, void *arg)
 				 errmsg("EventBatch would exceed %zu bytes", (size_t) MaxAllocSize),
 				 errhint("Ask for fewer events (max_count).")));
 
-	es_pb_put_varint(&batch->buf, ((uint64) ES_PB_FIELD_EVENTS << 3) | ES_PB_WIRE_LEN);
-	es_pb_put_varint(&batch->buf, size);
-	es_pb_put_varint_field(&batch->buf, 1, position);
-	es_pb_put_bytes_field(&batch->buf, 2, VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
-	es_pb_put_bytes_field(&batch->buf, 3, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
-	es_pb_put_varint_field(&batch->buf, 4, seq_no);
-	es_pb_put_bytes_field(&batch->buf, 5, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
-	es_pb_put_bytes_field(&batch->buf, 6, payload, payload_len);
-	es_pb_put_varint_field(&batch->buf, 7, binary ? 1 : 0);
-	es_pb_put_bytes_field(&batch->buf, 8, batch->meta.data, meta_len);
-	es_pb_put_bytes_field(&batch->buf, 9, uuid, uuid_len);
-	es_pb_put_varint_field(&batch->buf, 10, recorded);
+	enlargeStringInfo(&batch->buf, size + ES_PB_MAX_FIELD_HEAD);
+	p = batch->buf.data + batch->buf.len;
+	es_pb_put_varint(&p, ((uint64) ES_PB_FIELD_EVENTS << 3) | ES_PB_WIRE_LEN);
+	es_pb_put_varint(&p, size);
+	es_pb_put_varint_field(&p, 1, position);
+	es_pb_put_bytes_field(&p, 2, VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));
+	es_pb_put_bytes_field(&p, 3, VARDATA_ANY(id), VARSIZE_ANY_EXHDR(id));
+	es_pb_put_varint_field(&p, 4, seq_no);
+	es_pb_put_bytes_field(&p, 5, VARDATA_ANY(event_type), VARSIZE_ANY_EXHDR(event_type));
+	es_pb_put_bytes_field(&p, 6, payload, payload_len);
+	es_pb_put_varint_field(&p, 7, binary ? 1 : 0);
+	es_pb_put_bytes_field(&p, 8, batch->meta.data, meta_len);
+	es_pb_put_bytes_field(&p, 9, uuid, uuid_len);
+	es_pb_put_varint_field(&p, 10, recorded);
+	batch->buf.len = p - batch->buf.data;
 	batch->last_position = (int64) position;
+	if (++batch->count == 1)
+		es_pb_presize(batch, size);
 }
 
 /* The feed request as one EventBatch */
@@ -457,6 +480,7 @@ es_pb_feed(const EsFeedRequest *req)
 {
 	EsPbBatch	batch;
 	bytea	   *out;
+	char	   *p;
 
 	es_check_select(es_catalog()->events);
 	initStringInfo(&batch.buf);
@@ -464,8 +488,13 @@ es_pb_feed(const EsFeedRequest *req)
 	initStringInfo(&batch.meta);
 	appendStringInfoSpaces(&batch.buf, VARHDRSZ);
 	batch.last_position = req->after_position;
+	batch.count = 0;
+	batch.max_count = req->max_count;
 	(void) es_feed_scan(req, es_pb_put_event, &batch);
-	es_pb_put_varint_field(&batch.buf, 2, (uint64) batch.last_position);
+	enlargeStringInfo(&batch.buf, ES_PB_MAX_FIELD_HEAD);
+	p = batch.buf.data + batch.buf.len;
+	es_pb_put_varint_field(&p, 2, (uint64) batch.last_position);
+	batch.buf.len = p - batch.buf.data;
 	out = (bytea *) batch.buf.data;
 	SET_VARSIZE(out, batch.buf.len);
 	return out;

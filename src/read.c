@@ -97,14 +97,18 @@ static bool
 es_feed_entry_matches(IndexScanDesc scan, const EsFeedRequest *req)
 {
 	bool		isnull;
-	Datum		type;
+	text	   *type;
 
 	if (req->entity_type == NULL)
 		return true;
-	type = index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull);
-	return !isnull &&
-		DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, type,
-											 PointerGetDatum(req->entity_type)));
+	type = (text *) DatumGetPointer(index_getattr(scan->xs_itup, 2, scan->xs_itupdesc, &isnull));
+	if (isnull)
+		return false;
+	if (VARATT_IS_COMPRESSED(type) || VARATT_IS_EXTERNAL(type))
+		return DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, PointerGetDatum(type),
+													PointerGetDatum(req->entity_type)));
+	return VARSIZE_ANY_EXHDR(type) == VARSIZE_ANY_EXHDR(req->entity_type) &&
+		memcmp(VARDATA_ANY(type), VARDATA_ANY(req->entity_type), VARSIZE_ANY_EXHDR(type)) == 0;
 }
 
 /*

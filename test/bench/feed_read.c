@@ -186,15 +186,20 @@ main(int argc, char **argv)
 		fprintf(stderr, "feed_read: %s", PQerrorMessage(conn));
 		return 1;
 	}
-	start = now_seconds();
-	for (;;)
+	/* a first pass warms this backend (its mappings of shared buffers); the second is measured */
+	for (int pass = 0; pass < 2; pass++)
 	{
-		int			n = pb ? read_pb(conn, argv[2], &after, argv[4], &bytes)
-			: read_rows(conn, argv[2], &after, argv[4], &bytes);
+		after = events = bytes = 0;
+		start = now_seconds();
+		for (;;)
+		{
+			int			n = pb ? read_pb(conn, argv[2], &after, argv[4], &bytes)
+				: read_rows(conn, argv[2], &after, argv[4], &bytes);
 
-		if (n == 0)
-			break;
-		events += n;
+			if (n == 0)
+				break;
+			events += n;
+		}
 	}
 	printf("%lld %.3f %lld\n", events, now_seconds() - start, bytes);
 	if (checksum == 42)
