@@ -74,8 +74,8 @@ es_writer_open(EsWriter *w)
 
 	es_table_open(&w->table, cat->events);
 	w->events = w->table.rel;
-	w->pkey = index_open(cat->events_pkey, RowExclusiveLock);
-	w->event_id_idx = index_open(cat->events_event_id_key, RowExclusiveLock);
+	w->pkey = es_table_index_rel(&w->table, cat->events_pkey);
+	w->event_id_idx = es_table_index_rel(&w->table, cat->events_event_id_key);
 	w->position_seq = cat->position_seq;
 	w->nslots = 0;
 }
@@ -84,8 +84,6 @@ es_writer_open(EsWriter *w)
 static void
 es_writer_close(EsWriter *w)
 {
-	index_close(w->event_id_idx, RowExclusiveLock);
-	index_close(w->pkey, RowExclusiveLock);
 	es_table_close(&w->table);
 }
 

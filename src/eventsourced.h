@@ -183,6 +183,7 @@ typedef struct EsTableWriter
 } EsTableWriter;
 
 extern void es_table_open(EsTableWriter *w, Oid relid);
+extern Relation es_table_index_rel(EsTableWriter *w, Oid indexid);
 extern TupleTableSlot *es_table_slot(EsTableWriter *w);
 extern void es_table_insert(EsTableWriter *w, TupleTableSlot *slot);
 extern void es_table_index(EsTableWriter *w, TupleTableSlot *slot);

@@ -10,10 +10,15 @@
  * worker's latch; the worker sends one coalesced NOTIFY per type.  Without a
  * worker, the appending transaction itself NOTIFYs just before it commits.
  *
- * Locking: the shared table and the worker registrations are protected by
- * one LWLock, held only to copy a few entries in or out.  Appenders publish
- * in XACT_EVENT_COMMIT, i.e. after their commit is visible, so a listener
- * woken by the notification always finds the events.
+ * Locking: committers never take a lock.  A (database, type) entry is
+ * claimed once with a compare-and-swap on its state and never freed; its
+ * highest position is raised with compare-and-swap and its "dirty" flag set
+ * afterwards, and the worker swaps the flag back before it reads the
+ * position, so a position is notified at least once (maybe twice).  Worker
+ * registration (rare) takes one LWLock; committers read the registered
+ * databases with atomics.  Appenders publish in XACT_EVENT_COMMIT, i.e.
+ * after their commit is visible, so a listener woken by the notification
+ * always finds the events.
  */
 #include "eventsourced.h"
 
@@ -22,9 +27,11 @@
 #include "common/hashfn.h"
 #include "lib/stringinfo.h"
 #include "miscadmin.h"
+#include "port/atomics.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lwlock.h"
+#include "storage/s_lock.h"
 #include "storage/shmem.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -32,26 +39,38 @@
 #include "utils/memutils.h"
 
 #define ES_NOTIFY_CHANNEL		"eventsourced"
-#define ES_NOTIFY_ENTRIES		1024	/* (database, type) pairs pending */
+#define ES_NOTIFY_ENTRIES		1024	/* (database, type) pairs */
 #define ES_NOTIFY_MAX_WORKERS	64		/* registered notifying workers */
 #define ES_PENDING_TYPES		16		/* types tracked per transaction */
 
-/* One (database, type) pair with the highest position not yet notified */
+/* States of a shared entry */
+#define ES_ENTRY_FREE			0
+#define ES_ENTRY_CLAIMED		1	/* its claimer is filling in the names */
+#define ES_ENTRY_READY			2
+
+/* One (database, type) pair with the highest position appended */
 typedef struct EsNotifyEntry
 {
-	Oid			dboid;			/* InvalidOid: free */
-	bool		dirty;
-	int64		position;
+	pg_atomic_uint32 state;
+	pg_atomic_uint32 dirty;		/* position not notified yet */
+	pg_atomic_uint64 position;
+	Oid			dboid;
 	char		type[ES_MAX_TYPE_LEN + 1];
 } EsNotifyEntry;
 
+/* A worker that sends the notifications of its database */
+typedef struct EsNotifyWorker
+{
+	pg_atomic_uint32 dboid;		/* InvalidOid: free */
+	pg_atomic_uint32 overflow;	/* a type did not fit: notify "any type" */
+	pg_atomic_uint64 overflow_position;
+	Latch	   *latch;
+} EsNotifyWorker;
+
 typedef struct EsNotifyShared
 {
-	LWLock	   *lock;
-	Oid			worker_db[ES_NOTIFY_MAX_WORKERS];
-	Latch	   *worker_latch[ES_NOTIFY_MAX_WORKERS];
-	bool		overflow_db_dirty;	/* a pair did not fit: notify "any type" */
-	Oid			overflow_db;
+	LWLock	   *lock;			/* serializes worker registration */
+	EsNotifyWorker workers[ES_NOTIFY_MAX_WORKERS];
 	EsNotifyEntry entries[ES_NOTIFY_ENTRIES];
 } EsNotifyShared;
 
@@ -88,11 +107,33 @@ es_notify_shmem_attach(void *ptr, bool found)
 		return;
 	memset(notify_shared, 0, sizeof(EsNotifyShared));
 	notify_shared->lock = &(GetNamedLWLockTranche("eventsourced notify"))->lock;
+	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+	{
+		pg_atomic_init_u32(&notify_shared->workers[i].dboid, InvalidOid);
+		pg_atomic_init_u32(&notify_shared->workers[i].overflow, 0);
+		pg_atomic_init_u64(&notify_shared->workers[i].overflow_position, 0);
+	}
+	for (int i = 0; i < ES_NOTIFY_ENTRIES; i++)
+	{
+		pg_atomic_init_u32(&notify_shared->entries[i].state, ES_ENTRY_FREE);
+		pg_atomic_init_u32(&notify_shared->entries[i].dirty, 0);
+		pg_atomic_init_u64(&notify_shared->entries[i].position, 0);
+	}
 }
 
 static const EsShmemPart notify_part = {
 	"eventsourced notify", es_notify_shmem_size, 1, es_notify_shmem_attach
 };
+
+/* Raise an atomic to at least x */
+static void
+es_atomic_max_u64(pg_atomic_uint64 *v, uint64 x)
+{
+	uint64		cur = pg_atomic_read_u64(v);
+
+	while (cur < x && !pg_atomic_compare_exchange_u64(v, &cur, x))
+		;
+}
 
 /* The JSON payload of one notification; type NULL means "some type" */
 static char *
@@ -141,16 +182,12 @@ es_notify_note(text *entity_type, int64 position)
 static bool
 es_notify_worker_present(void)
 {
-	bool		present = false;
-
 	if (notify_shared == NULL)
 		return false;
-	LWLockAcquire(notify_shared->lock, LW_SHARED);
-	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS && !present; i++)
-		present = (notify_shared->worker_db[i] == MyDatabaseId &&
-				   notify_shared->worker_latch[i] != NULL);
-	LWLockRelease(notify_shared->lock);
-	return present;
+	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+		if (pg_atomic_read_u32(&notify_shared->workers[i].dboid) == MyDatabaseId)
+			return true;
+	return false;
 }
 
 /* Queue NOTIFYs in this transaction (no worker to coalesce them) */
@@ -163,6 +200,19 @@ es_notify_direct(void)
 		Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(NULL, pending_max_position));
 }
 
+/* Wait until a claimed entry's names are filled in */
+static void
+es_notify_entry_wait(EsNotifyEntry *e)
+{
+	SpinDelayStatus delay;
+
+	init_local_spin_delay(&delay);
+	while (pg_atomic_read_u32(&e->state) == ES_ENTRY_CLAIMED)
+		perform_spin_delay(&delay);
+	finish_spin_delay(&delay);
+	pg_read_barrier();
+}
+
 /* The shared entry of (this database, type), or NULL when the table is full */
 static EsNotifyEntry *
 es_notify_entry(const char *type)
@@ -173,25 +223,27 @@ es_notify_entry(const char *type)
 	for (int probe = 0; probe < ES_NOTIFY_ENTRIES; probe++)
 	{
 		EsNotifyEntry *e = &notify_shared->entries[(h + probe) % ES_NOTIFY_ENTRIES];
+		uint32		state = ES_ENTRY_FREE;
 
-		if (e->dboid == InvalidOid)
+		if (pg_atomic_compare_exchange_u32(&e->state, &state, ES_ENTRY_CLAIMED))
 		{
 			e->dboid = MyDatabaseId;
 			strlcpy(e->type, type, sizeof(e->type));
-			e->position = 0;
+			pg_write_barrier();
+			pg_atomic_write_u32(&e->state, ES_ENTRY_READY);
 			return e;
 		}
+		es_notify_entry_wait(e);
 		if (e->dboid == MyDatabaseId && strcmp(e->type, type) == 0)
 			return e;
 	}
 	return NULL;
 }
 
-/* After commit: hand our types to the worker and wake it, which also runs its projections */
+/* After commit: hand our types to the workers and wake them, which also runs their projections */
 static void
 es_notify_publish(void)
 {
-	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < npending; i++)
 	{
 		EsNotifyEntry *e = es_notify_entry(pending[i].type);
@@ -201,18 +253,26 @@ es_notify_publish(void)
 			pending_overflow = true;
 			continue;
 		}
-		e->position = Max(e->position, pending[i].position);
-		e->dirty = true;
-	}
-	if (pending_overflow)
-	{
-		notify_shared->overflow_db = MyDatabaseId;
-		notify_shared->overflow_db_dirty = true;
+		es_atomic_max_u64(&e->position, (uint64) pending[i].position);
+		pg_atomic_write_u32(&e->dirty, 1);
 	}
 	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
-		if (notify_shared->worker_db[i] == MyDatabaseId && notify_shared->worker_latch[i])
-			SetLatch(notify_shared->worker_latch[i]);
-	LWLockRelease(notify_shared->lock);
+	{
+		EsNotifyWorker *w = &notify_shared->workers[i];
+		Latch	   *latch;
+
+		if (pg_atomic_read_u32(&w->dboid) != MyDatabaseId)
+			continue;
+		if (pending_overflow)
+		{
+			es_atomic_max_u64(&w->overflow_position, (uint64) pending_max_position);
+			pg_atomic_write_u32(&w->overflow, 1);
+		}
+		pg_read_barrier();
+		latch = w->latch;
+		if (latch != NULL)
+			SetLatch(latch);
+	}
 }
 
 /* Forget this transaction's types */
@@ -278,8 +338,9 @@ es_notify_worker_exit(int code, Datum arg)
 	if (my_worker_slot < 0 || notify_shared == NULL)
 		return;
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
-	notify_shared->worker_latch[my_worker_slot] = NULL;
-	notify_shared->worker_db[my_worker_slot] = InvalidOid;
+	pg_atomic_write_u32(&notify_shared->workers[my_worker_slot].dboid, InvalidOid);
+	pg_write_barrier();
+	notify_shared->workers[my_worker_slot].latch = NULL;
 	LWLockRelease(notify_shared->lock);
 	my_worker_slot = -1;
 }
@@ -293,10 +354,14 @@ es_notify_register_worker(void)
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
 	{
-		if (notify_shared->worker_latch[i] == NULL)
+		EsNotifyWorker *w = &notify_shared->workers[i];
+
+		if (pg_atomic_read_u32(&w->dboid) == InvalidOid)
 		{
-			notify_shared->worker_db[i] = MyDatabaseId;
-			notify_shared->worker_latch[i] = MyLatch;
+			w->latch = MyLatch;
+			pg_atomic_write_u32(&w->overflow, 0);
+			pg_write_barrier();
+			pg_atomic_write_u32(&w->dboid, MyDatabaseId);
 			my_worker_slot = i;
 			break;
 		}
@@ -316,30 +381,32 @@ es_notify_flush(void)
 	EsPendingType *out;
 	int			nout = 0;
 	bool		any_type = false;
-	int64		max_position = 0;
+	int64		any_position = 0;
 
 	if (notify_shared == NULL)
 		return 0;
 	out = palloc(sizeof(EsPendingType) * ES_NOTIFY_ENTRIES);
-	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ES_NOTIFY_ENTRIES; i++)
 	{
 		EsNotifyEntry *e = &notify_shared->entries[i];
 
-		if (e->dboid != MyDatabaseId || !e->dirty)
+		if (pg_atomic_read_u32(&e->state) != ES_ENTRY_READY)
+			continue;
+		pg_read_barrier();
+		if (e->dboid != MyDatabaseId || pg_atomic_exchange_u32(&e->dirty, 0) == 0)
 			continue;
 		strlcpy(out[nout].type, e->type, sizeof(out[nout].type));
-		out[nout].position = e->position;
-		max_position = Max(max_position, e->position);
+		out[nout].position = (int64) pg_atomic_read_u64(&e->position);
+		any_position = Max(any_position, out[nout].position);
 		nout++;
-		e->dirty = false;
 	}
-	if (notify_shared->overflow_db_dirty && notify_shared->overflow_db == MyDatabaseId)
+	if (my_worker_slot >= 0 &&
+		pg_atomic_exchange_u32(&notify_shared->workers[my_worker_slot].overflow, 0) == 1)
 	{
 		any_type = true;
-		notify_shared->overflow_db_dirty = false;
+		any_position = Max(any_position,
+						   (int64) pg_atomic_read_u64(&notify_shared->workers[my_worker_slot].overflow_position));
 	}
-	LWLockRelease(notify_shared->lock);
 
 	if (nout > 0 || any_type)
 	{
@@ -347,7 +414,7 @@ es_notify_flush(void)
 		for (int i = 0; i < nout; i++)
 			Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(out[i].type, out[i].position));
 		if (any_type)
-			Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(NULL, max_position));
+			Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(NULL, any_position));
 		CommitTransactionCommand();
 	}
 	pfree(out);

@@ -37,6 +37,18 @@ es_table_open(EsTableWriter *w, Oid relid)
 	ExecOpenIndices(w->rri, false);
 }
 
+/* One of the indexes es_table_open opened, by OID */
+Relation
+es_table_index_rel(EsTableWriter *w, Oid indexid)
+{
+	for (int i = 0; i < w->rri->ri_NumIndices; i++)
+		if (RelationGetRelid(w->rri->ri_IndexRelationDescs[i]) == indexid)
+			return w->rri->ri_IndexRelationDescs[i];
+	elog(ERROR, "eventsourced: index %u of table %u is not open", indexid,
+		 RelationGetRelid(w->rel));
+	return NULL;				/* keep compiler quiet */
+}
+
 /* A virtual slot of the table's row type, freed with the writer */
 TupleTableSlot *
 es_table_slot(EsTableWriter *w)
