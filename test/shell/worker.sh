@@ -68,6 +68,19 @@ sender=$(echo "$out" | grep -o 'server process with PID [0-9]*' | head -1 | awk 
 check "notifications are sent by the worker" \
       "$(for p in $workers; do [ "$p" = "$sender" ] && echo yes; done)" "yes"
 
+# More than 16 types in one transaction: 16 by name and one for "any type".
+out=$(psql -X -q -d $db 2>&1 <<SQL
+LISTEN eventsourced;
+\! psql -X -q -d $db -c "SELECT count(eventsourced.append('many' || g, 'm', NULL, 'E', '{}')) FROM generate_series(1, 20) g" >/dev/null
+SELECT pg_sleep(1);
+SELECT 1;
+SQL
+)
+check "20 types in one transaction: 17 notifications" \
+      "$(echo "$out" | grep -c 'Asynchronous notification "eventsourced"')" "17"
+check "one of them for any type, at the transaction's highest position" \
+      "$(echo "$out" | grep -c "payload \"{\"entity_type\": null, \"position\": $(q "SELECT max(position) FROM eventsourced.events")}\"")" "1"
+
 # Error strategy 'stop' is respected: the worker stops the projection at the failing event.
 q "SELECT eventsourced.append('counter', 'bad', NULL, 'Increased', '{\"n\": 1, \"fail\": true}')" >/dev/null
 q "SELECT eventsourced.append('counter', 'c0', NULL, 'Increased', '{\"n\": 1000}')" >/dev/null
