@@ -4,12 +4,13 @@
  *
  * Registrations name their handlers by schema-qualified signature (text),
  * so a dump restores them by name and pg_upgrade accepts the tables.
- * Registrations are read on every use (two index lookups); resolved
- * signatures are cached per backend until a function, schema or type
- * changes.  The function's kind, argument and result types are checked
- * again on every use: a handler that was dropped and re-created differently
- * is refused instead of being called with the wrong types.  Writes to our
- * tables run as the table owner, so callers need only EXECUTE on the SQL
+ * The lookups here read the tables and resolve and check the handler
+ * (kind, argument and result types, EXECUTE): a handler that was dropped
+ * and re-created differently is refused instead of being called with the
+ * wrong types.  handle_command() reaches them through regcache.c, which
+ * keeps their results until a registration, function, schema or type
+ * changes.  Resolved signatures are cached here too.  Writes to our tables
+ * run as the table owner, so callers need only EXECUTE on the SQL
  * functions.
  */
 #include "eventsourced.h"
