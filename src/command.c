@@ -224,19 +224,23 @@ static void
 es_rebuild_state(EsCommand *c)
 {
 	const EsCatalog *cat = es_catalog();
-	Relation	events = table_open(cat->events, AccessShareLock);
-	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
 	Datum		cached[Natts_es_state_rows];
 	int64		last;
 
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									cached, &c->state_tid);
-	last = es_locked_last_seq_no(events, pkey, &c->entity, c->has_state_row ?
+	last = es_locked_last_seq_no(NULL, NULL, &c->entity, c->has_state_row ?
 								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
-	es_fold_stored_events(c, events, pkey);
-	index_close(pkey, AccessShareLock);
-	table_close(events, AccessShareLock);
+	if (c->seq_no < last)
+	{
+		Relation	events = table_open(cat->events, AccessShareLock);
+		Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
+
+		es_fold_stored_events(c, events, pkey);
+		index_close(pkey, AccessShareLock);
+		table_close(events, AccessShareLock);
+	}
 	if (c->seq_no != last)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),

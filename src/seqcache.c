@@ -28,6 +28,8 @@
  */
 #include "eventsourced.h"
 
+#include "access/genam.h"
+#include "access/table.h"
 #include "access/xact.h"
 #include "commands/trigger.h"
 #include "common/hashfn.h"
@@ -300,10 +302,34 @@ es_seqcache_lookup(const EsSeqKey *key, int64 *last, uint64 *generation)
 	return p == NULL && es_seqcache_get(key, *generation, last);
 }
 
+/* The last seq_no from the index; events NULL: open the table for it */
+static int64
+es_index_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
+{
+	const EsCatalog *cat = es_catalog();
+	bool		open = (events == NULL);
+	int64		last;
+
+	if (open)
+	{
+		events = table_open(cat->events, AccessShareLock);
+		pkey = index_open(cat->events_pkey, AccessShareLock);
+	}
+	last = hint >= 0 ? es_last_seq_no_hinted(events, pkey, entity, hint)
+		: es_last_seq_no(events, pkey, entity);
+	if (open)
+	{
+		index_close(pkey, AccessShareLock);
+		table_close(events, AccessShareLock);
+	}
+	return last;
+}
+
 /*
  * The last seq_no of an entity whose lock the caller holds.  hint is a
  * likely value (the writer's expected seq_no, a cached state's seq_no) for
- * the index lookup, or -1.
+ * the index lookup, or -1.  events and pkey may be NULL: they are opened
+ * only when the index must be read.
  */
 int64
 es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
@@ -315,14 +341,13 @@ es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, in
 
 	if (known.valid && es_known_is(entity))
 		return known.last;
-	cacheable = seq_shared != NULL && es_seqcache_key(entity, RelationGetRelid(events), &key);
+	cacheable = seq_shared != NULL && es_seqcache_key(entity, es_catalog()->events, &key);
 	if (cacheable && es_seqcache_lookup(&key, &last, &generation))
 		stat_hits++;
 	else
 	{
 		stat_misses++;
-		last = hint >= 0 ? es_last_seq_no_hinted(events, pkey, entity, hint)
-			: es_last_seq_no(events, pkey, entity);
+		last = es_index_last_seq_no(events, pkey, entity, hint);
 	}
 	es_known_names(entity);
 	known.valid = true;
