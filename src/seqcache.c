@@ -100,8 +100,10 @@ static EsSeqShared *seq_shared = NULL;
 static struct
 {
 	bool		valid;
-	char	   *type;			/* in TopMemoryContext */
-	char	   *id;
+	int			type_len;		/* 0: none (names are never empty) */
+	int			id_len;
+	char		type[ES_MAX_TYPE_LEN];
+	char		id[ES_MAX_ID_LEN];
 	int64		last;
 	uint64		generation;		/* read before last was found */
 	bool		cacheable;
@@ -247,29 +249,27 @@ es_seqcache_put(const EsSeqKey *key, uint64 generation, int64 last, bool remove)
 	LWLockRelease(lock);
 }
 
-/* Whether the remembered strings name this entity */
+/* Whether the remembered names are this entity's */
 static bool
 es_known_is(const EsEntity *entity)
 {
-	return known.type != NULL &&
-		strlen(known.type) == VARSIZE_ANY_EXHDR(entity->type) &&
-		strlen(known.id) == VARSIZE_ANY_EXHDR(entity->id) &&
-		memcmp(known.type, VARDATA_ANY(entity->type), VARSIZE_ANY_EXHDR(entity->type)) == 0 &&
-		memcmp(known.id, VARDATA_ANY(entity->id), VARSIZE_ANY_EXHDR(entity->id)) == 0;
+	return known.type_len == VARSIZE_ANY_EXHDR(entity->type) &&
+		known.id_len == VARSIZE_ANY_EXHDR(entity->id) &&
+		memcmp(known.type, VARDATA_ANY(entity->type), known.type_len) == 0 &&
+		memcmp(known.id, VARDATA_ANY(entity->id), known.id_len) == 0;
 }
 
-/* Remember an entity's names; copied only when the entity changes */
+/* Remember an entity's names (validated by the caller, so they fit) */
 static void
 es_known_names(const EsEntity *entity)
 {
-	if (es_known_is(entity))
-		return;
-	if (known.type)
-		pfree(known.type);
-	if (known.id)
-		pfree(known.id);
-	known.type = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->type));
-	known.id = MemoryContextStrdup(TopMemoryContext, text_to_cstring(entity->id));
+	if (VARSIZE_ANY_EXHDR(entity->type) > ES_MAX_TYPE_LEN ||
+		VARSIZE_ANY_EXHDR(entity->id) > ES_MAX_ID_LEN)
+		elog(ERROR, "eventsourced: entity name longer than its limit");
+	known.type_len = VARSIZE_ANY_EXHDR(entity->type);
+	known.id_len = VARSIZE_ANY_EXHDR(entity->id);
+	memcpy(known.type, VARDATA_ANY(entity->type), known.type_len);
+	memcpy(known.id, VARDATA_ANY(entity->id), known.id_len);
 }
 
 /* This transaction's pending publication of a key, or NULL */
