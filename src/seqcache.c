@@ -42,7 +42,7 @@
 #include "utils/guc.h"
 #include "utils/memutils.h"
 
-#define ES_SEQCACHE_WAYS	8	/* entries per bucket */
+#define ES_SEQCACHE_WAYS	16	/* entries per bucket */
 #define ES_SEQCACHE_LOCKS	128 /* LWLocks over the buckets */
 #define ES_SEQCACHE_KEY_LEN 64	/* type + id bytes of a cacheable entity */
 #define ES_SEQCACHE_PENDING 64	/* entities a transaction publishes */
