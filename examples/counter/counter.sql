@@ -37,6 +37,17 @@ RETURN CASE WHEN jsonb_typeof(args->'n') = 'number'
              AND (args->'n')::numeric = trunc((args->'n')::numeric)
             THEN (args->'n')::numeric::bigint END;
 
+-- Raised for an amount that counter.amount() refuses (called only then).
+CREATE OR REPLACE FUNCTION counter.bad_amount(args jsonb)
+    RETURNS bigint
+    LANGUAGE plpgsql IMMUTABLE
+AS $$
+BEGIN
+    RAISE EXCEPTION 'n must be a whole number from 0 to 9223372036854775807, not %', args->'n'
+        USING ERRCODE = 'invalid_parameter_value';
+END
+$$;
+
 -- Command handler Increase: emits Increased {"n": k}; rejected with
 -- {"error": "Overflow"} when the value would pass the bigint maximum.
 CREATE OR REPLACE FUNCTION counter.increase(entity_id text, state jsonb, args jsonb)
@@ -44,12 +55,8 @@ CREATE OR REPLACE FUNCTION counter.increase(entity_id text, state jsonb, args js
     LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
-    n bigint := counter.amount(args);
+    n bigint := coalesce(counter.amount(args), counter.bad_amount(args));
 BEGIN
-    IF n IS NULL THEN
-        RAISE EXCEPTION 'n must be a whole number from 0 to 9223372036854775807, not %', args->'n'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF (state->>'value')::bigint > 9223372036854775807 - n THEN
         RETURN eventsourced.reject('{"error": "Overflow"}');
     END IF;
@@ -64,12 +71,8 @@ CREATE OR REPLACE FUNCTION counter.decrease(entity_id text, state jsonb, args js
     LANGUAGE plpgsql IMMUTABLE
 AS $$
 DECLARE
-    n bigint := counter.amount(args);
+    n bigint := coalesce(counter.amount(args), counter.bad_amount(args));
 BEGIN
-    IF n IS NULL THEN
-        RAISE EXCEPTION 'n must be a whole number from 0 to 9223372036854775807, not %', args->'n'
-            USING ERRCODE = 'invalid_parameter_value';
-    END IF;
     IF (state->>'value')::bigint < n THEN
         RETURN eventsourced.reject('{"error": "Underflow"}');
     END IF;
