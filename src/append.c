@@ -42,7 +42,6 @@ typedef struct EsWriter
 {
 	EsTableWriter table;
 	Relation	events;
-	Relation	pkey;
 	Relation	event_id_idx;
 	TupleTableSlot *slots[ES_INSERT_CHUNK];
 	int64		last_position;	/* of the last event filled in */
@@ -74,7 +73,6 @@ es_writer_open(EsWriter *w)
 
 	es_table_open(&w->table, cat->events);
 	w->events = w->table.rel;
-	w->pkey = es_table_index_rel(&w->table, cat->events_pkey);
 	w->event_id_idx = es_table_index_rel(&w->table, cat->events_event_id_key);
 	w->position_seq = cat->position_seq;
 	w->nslots = 0;
@@ -256,7 +254,7 @@ es_append_events(const EsEntity *entity, int64 expected,
 	last = es_retried_append(&w, entity, events, nevents);
 	if (last == 0)
 	{
-		last = es_locked_last_seq_no(w.events, w.pkey, entity, expected);
+		last = es_locked_last_seq_no(entity, expected);
 		es_check_expected(entity, expected, last);
 		es_insert_events(&w, entity, last + 1, events, nevents);
 		last += nevents;

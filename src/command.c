@@ -229,7 +229,7 @@ es_rebuild_state(EsCommand *c)
 
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									cached, &c->state_tid);
-	last = es_locked_last_seq_no(NULL, NULL, &c->entity, c->has_state_row ?
+	last = es_locked_last_seq_no(&c->entity, c->has_state_row ?
 								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
 	if (c->seq_no < last)

@@ -116,8 +116,7 @@ extern void es_shmem_request_now(void);
 
 /* seqcache.c */
 extern void es_seqcache_init(void);
-extern int64 es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity,
-								   int64 hint);
+extern int64 es_locked_last_seq_no(const EsEntity *entity, int64 hint);
 extern void es_locked_last_set(const EsEntity *entity, int64 last);
 
 /* catalog.c */

@@ -302,37 +302,29 @@ es_seqcache_lookup(const EsSeqKey *key, int64 *last, uint64 *generation)
 	return p == NULL && es_seqcache_get(key, *generation, last);
 }
 
-/* The last seq_no from the index; events NULL: open the table for it */
+/* The last seq_no from the primary key index */
 static int64
-es_index_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
+es_index_last_seq_no(const EsEntity *entity, int64 hint)
 {
 	const EsCatalog *cat = es_catalog();
-	bool		open = (events == NULL);
+	Relation	events = table_open(cat->events, AccessShareLock);
+	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
 	int64		last;
 
-	if (open)
-	{
-		events = table_open(cat->events, AccessShareLock);
-		pkey = index_open(cat->events_pkey, AccessShareLock);
-	}
 	last = hint >= 0 ? es_last_seq_no_hinted(events, pkey, entity, hint)
 		: es_last_seq_no(events, pkey, entity);
-	if (open)
-	{
-		index_close(pkey, AccessShareLock);
-		table_close(events, AccessShareLock);
-	}
+	index_close(pkey, AccessShareLock);
+	table_close(events, AccessShareLock);
 	return last;
 }
 
 /*
  * The last seq_no of an entity whose lock the caller holds.  hint is a
  * likely value (the writer's expected seq_no, a cached state's seq_no) for
- * the index lookup, or -1.  events and pkey may be NULL: they are opened
- * only when the index must be read.
+ * the index lookup, or -1.  The index is opened only on a cache miss.
  */
 int64
-es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
+es_locked_last_seq_no(const EsEntity *entity, int64 hint)
 {
 	uint64		generation = 0;
 	int64		last;
@@ -347,7 +339,7 @@ es_locked_last_seq_no(Relation events, Relation pkey, const EsEntity *entity, in
 	else
 	{
 		stat_misses++;
-		last = es_index_last_seq_no(events, pkey, entity, hint);
+		last = es_index_last_seq_no(entity, hint);
 	}
 	es_known_names(entity);
 	known.valid = true;
