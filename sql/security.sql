@@ -35,6 +35,13 @@ SELECT * FROM eventsourced.load_snapshot('acct', 's1');
 SELECT seq_no, event_type FROM eventsourced.events_by_id('acct', 's1');
 SELECT entity_id, seq_no FROM eventsourced.events_by_type('acct');
 SELECT count(*) > 0 FROM eventsourced.read_all();
+-- positions for more than one block (1,024 when preloaded): the application
+-- role needs no privilege on the position sequence
+SELECT eventsourced.append('bulk', 'many', 0,
+    (SELECT array_agg(eventsourced.event('Happened', '{}')) FROM generate_series(1, 2100)));
+SELECT count(DISTINCT position), max(position) - min(position) >= 2099 AS increasing
+  FROM eventsourced.events_by_id('bulk', 'many');
+SELECT nextval('eventsourced.events_position_seq');
 -- the application role cannot bypass the API
 INSERT INTO eventsourced.events VALUES ('acct', 's1', 3, 999999, 'Forged', '{}');
 UPDATE eventsourced.snapshots SET state = '{}';

@@ -42,7 +42,7 @@ typedef struct EsWriter
 {
 	EsTableWriter table;
 	Relation	events;
-	Relation	event_id_idx;
+	Relation	event_id_idx;	/* NULL when no event carries an id */
 	TupleTableSlot *slots[ES_INSERT_CHUNK];
 	int64		last_position;	/* of the last event filled in */
 	int			nslots;			/* slots created so far */
@@ -65,15 +65,29 @@ es_lock_entity(const EsEntity *entity)
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 }
 
-/* Open the events table and its indexes for inserting */
+/* Whether any of the events carries an event_id */
+static bool
+es_any_event_id(const EsEvent *events, int nevents)
+{
+	for (int i = 0; i < nevents; i++)
+		if (events[i].event_id != NULL)
+			return true;
+	return false;
+}
+
+/*
+ * Open the events table and its indexes for inserting.  The event_id index
+ * (partial: WHERE event_id IS NOT NULL) is left closed when no event carries
+ * an id: it would get no entry.
+ */
 static void
-es_writer_open(EsWriter *w)
+es_writer_open(EsWriter *w, bool with_ids)
 {
 	const EsCatalog *cat = es_catalog();
 
-	es_table_open(&w->table, cat->events);
+	es_table_open(&w->table, cat->events, with_ids ? InvalidOid : cat->events_event_id_key);
 	w->events = w->table.rel;
-	w->event_id_idx = es_table_index_rel(&w->table, cat->events_event_id_key);
+	w->event_id_idx = with_ids ? es_table_index_rel(&w->table, cat->events_event_id_key) : NULL;
 	w->position_seq = cat->position_seq;
 	w->nslots = 0;
 }
@@ -249,7 +263,7 @@ es_append_events(const EsEntity *entity, int64 expected,
 	PreventCommandIfReadOnly("eventsourced.append()");
 	PreventCommandIfParallelMode("eventsourced.append()");
 	es_lock_entity(entity);
-	es_writer_open(&w);
+	es_writer_open(&w, es_any_event_id(events, nevents));
 
 	last = es_retried_append(&w, entity, events, nevents);
 	if (last == 0)

@@ -275,7 +275,7 @@ es_write_state(EsCommand *c)
 	EsTableWriter w;
 	TupleTableSlot *slot;
 
-	es_table_open(&w, es_catalog()->entity_states);
+	es_table_open(&w, es_catalog()->entity_states, InvalidOid);
 	slot = es_table_slot(&w);
 	ExecClearTuple(slot);
 	slot->tts_values[0] = PointerGetDatum(c->entity.type);

@@ -17,6 +17,7 @@ _PG_init(void)
 	es_catalog_init();
 	es_seqcache_init();
 	es_feed_init();
+	es_position_init();
 	es_notify_init();
 	es_projection_init();
 	es_worker_init();

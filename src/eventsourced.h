@@ -102,6 +102,16 @@ typedef struct EsFeedRequest
 	int32		max_count;
 } EsFeedRequest;
 
+/* position.c */
+extern void es_position_init(void);
+extern int64 es_position_next(Oid seqid);
+extern void es_position_forget(void);
+
+/* position.c */
+extern void es_position_init(void);
+extern int64 es_position_next(Oid seqid);
+extern void es_position_forget(void);
+
 /* shmem.c: a subsystem's piece of shared memory */
 typedef struct EsShmemPart
 {
@@ -123,6 +133,8 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
 extern void es_check_select(Oid relid);
+extern Oid	es_relation_owner(Oid relid);
+extern Oid	es_relation_owner(Oid relid);
 
 /* validate.c */
 extern EsEntity es_entity_arg(FunctionCallInfo fcinfo, int type_arg, int id_arg);
@@ -181,7 +193,7 @@ typedef struct EsTableWriter
 	struct ResultRelInfo *rri;
 } EsTableWriter;
 
-extern void es_table_open(EsTableWriter *w, Oid relid);
+extern void es_table_open(EsTableWriter *w, Oid relid, Oid skip);
 extern Relation es_table_index_rel(EsTableWriter *w, Oid indexid);
 extern TupleTableSlot *es_table_slot(EsTableWriter *w);
 extern void es_table_insert(EsTableWriter *w, TupleTableSlot *slot);

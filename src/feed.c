@@ -206,7 +206,7 @@ es_feed_draw_position(Oid seqoid)
 	if (first)
 		es_feed_announce();
 	announced = true;
-	pos = nextval_internal(seqoid, false);
+	pos = es_position_next(seqoid);
 	if (first && feed_shared != NULL)
 		pg_atomic_write_u64(&es_feed_my_slot()->low, (uint64) pos);
 	return pos;

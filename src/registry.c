@@ -20,7 +20,6 @@
 #include "access/table.h"
 #include "access/tableam.h"
 #include "catalog/namespace.h"
-#include "catalog/pg_class.h"
 #include "catalog/pg_collation.h"
 #include "catalog/pg_proc.h"
 #include "catalog/pg_type.h"
@@ -106,27 +105,13 @@ static EsStatement upsert_command = {
 	3, {TEXTOID, TEXTOID, TEXTOID}
 };
 
-/* The owner of one of our relations: our internal work runs as that role */
-static Oid
-es_rel_owner(Oid relid)
-{
-	HeapTuple	tup = SearchSysCache1(RELOID, ObjectIdGetDatum(relid));
-	Oid			owner;
-
-	if (!HeapTupleIsValid(tup))
-		elog(ERROR, "cache lookup failed for relation %u", relid);
-	owner = ((Form_pg_class) GETSTRUCT(tup))->relowner;
-	ReleaseSysCache(tup);
-	return owner;
-}
-
 /* Run one statement on our tables as the owner of relid; returns rows processed */
 uint64
 es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls)
 {
 	Oid			save_userid;
 	int			save_sec;
-	Oid			owner = es_rel_owner(relid);
+	Oid			owner = es_relation_owner(relid);
 	char		spi_nulls[ES_MAX_STATEMENT_ARGS];
 	uint64		processed;
 
@@ -352,7 +337,7 @@ es_resolve_signature(Datum signature, const EsSignature *sig)
 	lookup->args[0].value = signature;
 	lookup->args[0].isnull = false;
 	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(es_rel_owner(es_catalog()->entity_types),
+	SetUserIdAndSecContext(es_relation_owner(es_catalog()->entity_types),
 						   save_sec | SECURITY_LOCAL_USERID_CHANGE |
 						   SECURITY_RESTRICTED_OPERATION);
 	fn = to_regprocedure(lookup);

@@ -58,7 +58,7 @@ typedef struct EsSeqKey
 	char		bytes[ES_SEQCACHE_KEY_LEN];	/* type, then id */
 } EsSeqKey;
 
-/* One cached entity; dboid InvalidOid means free */
+/* One cached entity, in use when its bucket's tag for it is not 0 */
 typedef struct EsSeqEntry
 {
 	EsSeqKey	key;
@@ -66,9 +66,16 @@ typedef struct EsSeqEntry
 	int64		last;
 } EsSeqEntry;
 
+/*
+ * A bucket starts with one cache line holding a 16-bit tag per way (0:
+ * free), so a lookup reads that line and only the entries whose tag
+ * matches, not all of them.
+ */
 typedef struct EsSeqBucket
 {
+	uint16		tags[ES_SEQCACHE_WAYS];
 	uint32		victim;			/* next way to replace when full */
+	char		pad[PG_CACHE_LINE_SIZE - ES_SEQCACHE_WAYS * sizeof(uint16) - sizeof(uint32)];
 	EsSeqEntry	ways[ES_SEQCACHE_WAYS];
 } EsSeqBucket;
 
@@ -77,7 +84,7 @@ typedef struct EsSeqShared
 	pg_atomic_uint64 generation;
 	LWLockPadded *locks;
 	uint32		nbuckets;
-	EsSeqBucket buckets[FLEXIBLE_ARRAY_MEMBER];
+	/* then, from the next cache line on, nbuckets buckets */
 } EsSeqShared;
 
 /* An entity this transaction appended to, to publish at commit */
@@ -92,6 +99,7 @@ typedef struct EsSeqPending
 
 static int	seq_cache_size = 131072;
 static EsSeqShared *seq_shared = NULL;
+static EsSeqBucket *seq_buckets = NULL;	/* cache-line aligned */
 
 /*
  * The entity this transaction looked up last, while it holds the entity
@@ -121,7 +129,7 @@ es_seqcache_shmem_size(void)
 {
 	uint32		nbuckets = (seq_cache_size + ES_SEQCACHE_WAYS - 1) / ES_SEQCACHE_WAYS;
 
-	return add_size(offsetof(EsSeqShared, buckets), mul_size(nbuckets, sizeof(EsSeqBucket)));
+	return add_size(CACHELINEALIGN(sizeof(EsSeqShared)), mul_size(nbuckets, sizeof(EsSeqBucket)));
 }
 
 /* Create or attach to the shared cache */
@@ -135,8 +143,10 @@ es_seqcache_shmem_attach(void *ptr, bool found)
 		s->nbuckets = (seq_cache_size + ES_SEQCACHE_WAYS - 1) / ES_SEQCACHE_WAYS;
 		pg_atomic_init_u64(&s->generation, 1);
 		s->locks = GetNamedLWLockTranche("eventsourced seq cache");
-		memset(s->buckets, 0, mul_size(s->nbuckets, sizeof(EsSeqBucket)));
 	}
+	seq_buckets = (EsSeqBucket *) ((char *) s + CACHELINEALIGN(sizeof(EsSeqShared)));
+	if (!found)
+		memset(seq_buckets, 0, mul_size(s->nbuckets, sizeof(EsSeqBucket)));
 	seq_shared = s->nbuckets > 0 ? s : NULL;
 }
 
@@ -182,18 +192,28 @@ es_seqcache_bucket(const EsSeqKey *key, LWLock **lock)
 	uint32		b = key->hash % seq_shared->nbuckets;
 
 	*lock = &seq_shared->locks[b % ES_SEQCACHE_LOCKS].lock;
-	return &seq_shared->buckets[b];
+	return &seq_buckets[b];
 }
 
-/* The entry of a key in its bucket, or NULL */
-static EsSeqEntry *
+/* The tag of a key: 16 bits of its hash, never 0 (a free way) */
+static uint16
+es_seqcache_tag(const EsSeqKey *key)
+{
+	uint16		tag = (uint16) (key->hash >> 16);
+
+	return tag != 0 ? tag : 1;
+}
+
+/* The way of a key in its bucket, or -1 */
+static int
 es_seqcache_find(EsSeqBucket *bucket, const EsSeqKey *key)
 {
+	uint16		tag = es_seqcache_tag(key);
+
 	for (int i = 0; i < ES_SEQCACHE_WAYS; i++)
-		if (bucket->ways[i].key.dboid != InvalidOid &&
-			es_seqcache_key_equal(&bucket->ways[i].key, key))
-			return &bucket->ways[i];
-	return NULL;
+		if (bucket->tags[i] == tag && es_seqcache_key_equal(&bucket->ways[i].key, key))
+			return i;
+	return -1;
 }
 
 /* The cached last seq_no of a key, if it is of the current generation */
@@ -202,14 +222,14 @@ es_seqcache_get(const EsSeqKey *key, uint64 generation, int64 *last)
 {
 	LWLock	   *lock;
 	EsSeqBucket *bucket = es_seqcache_bucket(key, &lock);
-	EsSeqEntry *e;
+	int			way;
 	bool		hit = false;
 
 	LWLockAcquire(lock, LW_SHARED);
-	e = es_seqcache_find(bucket, key);
-	if (e != NULL && e->generation == generation)
+	way = es_seqcache_find(bucket, key);
+	if (way >= 0 && bucket->ways[way].generation == generation)
 	{
-		*last = e->last;
+		*last = bucket->ways[way].last;
 		hit = true;
 	}
 	LWLockRelease(lock);
@@ -226,25 +246,26 @@ es_seqcache_put(const EsSeqKey *key, uint64 generation, int64 last, bool remove)
 {
 	LWLock	   *lock;
 	EsSeqBucket *bucket = es_seqcache_bucket(key, &lock);
-	EsSeqEntry *e;
+	int			way;
 
 	LWLockAcquire(lock, LW_EXCLUSIVE);
-	e = es_seqcache_find(bucket, key);
+	way = es_seqcache_find(bucket, key);
 	if (remove || generation != pg_atomic_read_u64(&seq_shared->generation))
 	{
-		if (e != NULL)
-			e->key.dboid = InvalidOid;
+		if (way >= 0)
+			bucket->tags[way] = 0;
 	}
 	else
 	{
-		for (int i = 0; e == NULL && i < ES_SEQCACHE_WAYS; i++)
-			if (bucket->ways[i].key.dboid == InvalidOid)
-				e = &bucket->ways[i];
-		if (e == NULL)
-			e = &bucket->ways[bucket->victim++ % ES_SEQCACHE_WAYS];
-		e->key = *key;
-		e->generation = generation;
-		e->last = last;
+		for (int i = 0; way < 0 && i < ES_SEQCACHE_WAYS; i++)
+			if (bucket->tags[i] == 0)
+				way = i;
+		if (way < 0)
+			way = bucket->victim++ % ES_SEQCACHE_WAYS;
+		bucket->tags[way] = es_seqcache_tag(key);
+		bucket->ways[way].key = *key;
+		bucket->ways[way].generation = generation;
+		bucket->ways[way].last = last;
 	}
 	LWLockRelease(lock);
 }
@@ -436,7 +457,10 @@ es_seqcache_init(void)
 
 PG_FUNCTION_INFO_V1(eventsourced_events_changed);
 
-/* Statement trigger: the events table changed outside append(); all entries are stale */
+/*
+ * Statement trigger: the events table changed outside append(); all cache
+ * entries are stale, and the database's block of positions is given up.
+ */
 Datum
 eventsourced_events_changed(PG_FUNCTION_ARGS)
 {
@@ -446,6 +470,7 @@ eventsourced_events_changed(PG_FUNCTION_ARGS)
 				 errmsg("eventsourced.events_changed() must be called as a trigger")));
 	if (seq_shared != NULL)
 		pg_atomic_fetch_add_u64(&seq_shared->generation, 1);
+	es_position_forget();
 	return PointerGetDatum(NULL);
 }
 

@@ -1,7 +1,8 @@
 /*
  * shmem.c
  *		One place that asks for and attaches the shared memory of every
- *		subsystem (feed horizon, notification hand-off, seq_no cache).
+ *		subsystem (feed horizon, positions, notification hand-off, seq_no
+ *		cache).
  *
  * Subsystems register a part from their init function while the library is
  * being preloaded.  The request hook reserves each part's size and LWLocks;
@@ -16,7 +17,7 @@
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 
-#define ES_SHMEM_MAX_PARTS	4
+#define ES_SHMEM_MAX_PARTS	8
 
 static const EsShmemPart *parts[ES_SHMEM_MAX_PARTS];
 static int	nparts = 0;

@@ -6,12 +6,15 @@
  */
 #include "eventsourced.h"
 
+#include "access/genam.h"
 #include "access/table.h"
 #include "access/tableam.h"
 #include "access/xact.h"
+#include "catalog/index.h"
 #include "executor/executor.h"
 #include "nodes/makefuncs.h"
 #include "utils/rel.h"
+#include "utils/relcache.h"
 #include "utils/snapmgr.h"
 
 /* Insert the index entries of a tuple just written to the heap */
@@ -26,15 +29,39 @@ es_table_index(EsTableWriter *w, TupleTableSlot *slot)
 #endif
 }
 
-/* Open a table and its indexes for writing */
+/*
+ * Open a table and its indexes for writing, as ExecOpenIndices() does, but
+ * leave out the index "skip" (InvalidOid: none): a partial index whose
+ * predicate the caller knows to be false for every row it will write.
+ */
 void
-es_table_open(EsTableWriter *w, Oid relid)
+es_table_open(EsTableWriter *w, Oid relid, Oid skip)
 {
+	ResultRelInfo *rri = makeNode(ResultRelInfo);
+	List	   *indexes;
+	ListCell   *lc;
+	int			n = 0;
+
 	w->rel = table_open(relid, RowExclusiveLock);
 	w->estate = CreateExecutorState();
-	w->rri = makeNode(ResultRelInfo);
-	InitResultRelInfo(w->rri, w->rel, 1, NULL, 0);
-	ExecOpenIndices(w->rri, false);
+	w->rri = rri;
+	InitResultRelInfo(rri, w->rel, 1, NULL, 0);
+	indexes = RelationGetIndexList(w->rel);
+	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * Max(list_length(indexes), 1));
+	rri->ri_IndexRelationInfo = palloc(sizeof(IndexInfo *) * Max(list_length(indexes), 1));
+	foreach(lc, indexes)
+	{
+		Relation	index;
+
+		if (lfirst_oid(lc) == skip)
+			continue;
+		index = index_open(lfirst_oid(lc), RowExclusiveLock);
+		rri->ri_IndexRelationDescs[n] = index;
+		rri->ri_IndexRelationInfo[n] = BuildIndexInfo(index);
+		n++;
+	}
+	rri->ri_NumIndices = n;
+	list_free(indexes);
 }
 
 /* One of the indexes es_table_open opened, by OID */

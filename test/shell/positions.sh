@@ -1,0 +1,89 @@
+#!/usr/bin/env bash
+# Positions handed out in blocks from shared memory (library preloaded):
+# they grow in the order appends draw them, stay above every stored one
+# after a crash and a restart, start again after DROP/CREATE EXTENSION or
+# TRUNCATE + RESTART, and each database has its own.  Crashes and restarts
+# the cluster at PGHOST (its data directory is $PGHOST/data) and leaves it
+# running.  Uses PGHOST/PGPORT/PGUSER.
+set -u
+here=$(cd "$(dirname "$0")" && pwd)
+. "$here/../cluster.sh"
+db=es_positions
+db2=es_positions2
+work=$(mktemp -d /tmp/es_positions.XXXXXX)
+chmod 755 "$work"
+trap 'dropdb --if-exists $db; dropdb --if-exists $db2; rm -rf "$work"' EXIT
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
+check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
+    if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
+}
+restart() {   # restart MODE: fast or immediate (a crash)
+    es_as_owner "$ES_PGBIN/pg_ctl" -D "$PGHOST/data" -m "$1" -w stop >/dev/null
+    es_as_owner "$ES_PGBIN/pg_ctl" -D "$PGHOST/data" -l "$PGHOST/server.log" -w start >/dev/null
+}
+maxpos="SELECT coalesce(max(position), 0) FROM eventsourced.events"
+
+for d in $db $db2; do
+    dropdb --if-exists $d >/dev/null 2>&1
+    createdb $d && q $d "CREATE EXTENSION eventsourced" >/dev/null
+done
+
+# Concurrent appenders: 4 clients, single events and batches, many blocks.
+cat >"$work/append.sql" <<'SQL'
+\set e random(1, 50)
+\set n random(1, 40)
+SELECT eventsourced.append('pos', :e::text, NULL,
+    (SELECT array_agg(eventsourced.event('E', '{}')) FROM generate_series(1, :n)));
+SQL
+pgbench -n -c 4 -j 2 -t 300 -f "$work/append.sql" $db >"$work/pgbench.log" 2>&1 ||
+    { echo "not ok - concurrent appends"; cat "$work/pgbench.log"; }
+check "concurrent appends get distinct positions" \
+      "$(q $db "SELECT count(*) = count(DISTINCT position) AND count(*) > 2048 FROM eventsourced.events")" "t"
+check "an entity's positions grow with its seq_nos" \
+      "$(q $db "SELECT count(*) FROM (SELECT position < lag(position) OVER w AS back
+                  FROM eventsourced.events WINDOW w AS (PARTITION BY entity_id ORDER BY seq_no)) x
+                 WHERE back")" "0"
+check "the sequence is at or above every position handed out" \
+      "$(q $db "SELECT last_value >= ($maxpos) FROM eventsourced.events_position_seq")" "t"
+check "the feed pages through every event exactly once" \
+      "$(q $db "WITH RECURSIVE page(after, n) AS (
+                    SELECT 0::bigint, 0::bigint
+                  UNION ALL
+                    SELECT (SELECT max(position) FROM eventsourced.read_all(after, 500)),
+                           n + (SELECT count(*) FROM eventsourced.read_all(after, 500))
+                      FROM page WHERE after < ($maxpos))
+                SELECT max(n) = (SELECT count(*) FROM eventsourced.events) FROM page")" "t"
+
+# A crash loses the shared block; new positions stay above the stored ones,
+# also for asynchronously committed events that survived.
+q $db "SET synchronous_commit = off; SELECT eventsourced.append('pos', 'crash', NULL, 'E', '{}') FROM generate_series(1, 1500)" >/dev/null
+restart immediate
+check "after a crash the sequence is at or above every stored position" \
+      "$(q $db "SELECT last_value >= ($maxpos) FROM eventsourced.events_position_seq")" "t"
+q $db "SELECT eventsourced.append('pos', 'after', 0, 'E', '{}')" >/dev/null
+check "after a crash a new position is above every stored one" \
+      "$(q $db "SELECT position = ($maxpos) FROM eventsourced.events_by_id('pos', 'after')")" "t"
+restart fast
+q $db "SELECT eventsourced.append('pos', 'after', 1, 'E', '{}')" >/dev/null
+check "after a restart new positions are above every stored one" \
+      "$(q $db "SELECT position = ($maxpos) FROM eventsourced.events_by_id('pos', 'after', 2)")" "t"
+
+# A store emptied with TRUNCATE and a restarted sequence starts again at 1.
+q $db "ALTER TABLE eventsourced.events DISABLE TRIGGER events_no_truncate;
+       TRUNCATE eventsourced.events;
+       ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_no_truncate;
+       ALTER SEQUENCE eventsourced.events_position_seq RESTART" >/dev/null
+q $db "SELECT eventsourced.append('pos', 'fresh', 0, 'E', '{}')" >/dev/null
+check "TRUNCATE and RESTART start positions again at 1" "$(q $db "$maxpos")" "1"
+
+# A re-created extension has a new sequence and starts again at 1.
+q $db "DROP EXTENSION eventsourced; CREATE EXTENSION eventsourced" >/dev/null
+q $db "SELECT eventsourced.append('pos', 'new', 0, 'E', '{}')" >/dev/null
+check "a re-created extension starts positions again at 1" "$(q $db "$maxpos")" "1"
+
+# Each database has its own positions.
+q $db2 "SELECT eventsourced.append('pos', 'x', 0, 'E', '{}')" >/dev/null
+q $db "SELECT eventsourced.append('pos', 'new', 1, 'E', '{}')" >/dev/null
+q $db2 "SELECT eventsourced.append('pos', 'x', 1, 'E', '{}')" >/dev/null
+check "each database has its own positions" \
+      "$(q $db "SELECT string_agg(position::text, ',' ORDER BY position) FROM eventsourced.events")|$(q $db2 "SELECT string_agg(position::text, ',' ORDER BY position) FROM eventsourced.events")" "1,2|1,2"
