@@ -3,8 +3,8 @@
  *		Positions for appended events, and the horizon below which the feed
  *		is complete.
  *
- * Positions come from a sequence, so they are unique and increase in the
- * order they are drawn, but transactions commit in any order: A draws 10,
+ * Positions (position.c) are unique and increase in the order they are
+ * drawn, but transactions commit in any order: A draws 10,
  * B draws 11 and commits first.  A reader paging by position must not return
  * 11 and move past 10.  Readers therefore only return positions below the
  * horizon: the lowest position that an in-flight appending transaction may
@@ -13,7 +13,7 @@
  * With shared_preload_libraries (the recommended set-up) the horizon lives
  * in shared memory, one slot per backend, and appenders never wait:
  *
- *	appender: slot := PENDING; barrier; p := nextval(); slot := p;
+ *	appender: slot := PENDING; barrier; p := next position; slot := p;
  *			  ... commit or abort (now visible to new snapshots) ...;
  *			  barrier; slot := 0.
  *	reader:   m := highest position in the position index (any state);
@@ -26,8 +26,9 @@
  * The slot then held a value <= p (impossible, since h > p) or was already
  * cleared: the transaction had ended before the reader's snapshot was taken,
  * and its rows are visible to the scan if it committed.  Positions must only
- * grow: the sequence must not cache values per backend (CACHE 1, the
- * default) and must never be set backwards.
+ * grow in draw order across backends: the sequence must not cache values
+ * per backend (CACHE 1, the default) and must never be set backwards; the
+ * shared blocks of position.c keep that order.
  *
  * Without shared memory (library not preloaded) the fallback is a lock
  * barrier: every appending transaction holds a shared advisory lock until

@@ -110,12 +110,12 @@ es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 #endif
 }
 
-/* Close what es_table_open opened */
+/* Close what es_table_open opened; the table stays locked until the transaction ends, as after any DML */
 void
 es_table_close(EsTableWriter *w)
 {
 	ExecCloseIndices(w->rri);
 	ExecResetTupleTable(w->estate->es_tupleTable, false);
 	FreeExecutorState(w->estate);
-	table_close(w->rel, RowExclusiveLock);
+	table_close(w->rel, NoLock);
 }
