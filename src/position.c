@@ -32,6 +32,7 @@
 
 #include "commands/sequence.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
@@ -98,9 +99,12 @@ es_position_init(void)
 		es_shmem_register(&position_part);
 }
 
-/* This database's range, claimed on first use; NULL when the table is full */
+/*
+ * This database's range, claimed on first use when claim is set; NULL when
+ * it has none (the table is full, or claim is not set).
+ */
 static EsPositionRange *
-es_position_my_range(void)
+es_position_my_range(bool claim)
 {
 	EsPositionRange *free_range = NULL;
 
@@ -114,13 +118,14 @@ es_position_my_range(void)
 		else if (r->dboid == InvalidOid && free_range == NULL)
 			free_range = r;
 	}
-	if (my_range == NULL && free_range != NULL)
+	if (my_range == NULL && free_range != NULL && claim)
 	{
 		free_range->dboid = MyDatabaseId;
 		my_range = free_range;
 	}
 	LWLockRelease(position_shared->lock);
-	no_range = (my_range == NULL);
+	if (claim)
+		no_range = (my_range == NULL);
 	return my_range;
 }
 
@@ -165,6 +170,8 @@ es_position_refill(EsPositionRange *r, Oid seqid)
 	int64		first;
 	int64		unused;
 
+	/* any wait for the sequence's lock happens here, not under our LWLock */
+	LockRelationOid(seqid, RowExclusiveLock);
 	LWLockAcquire(position_shared->lock, LW_EXCLUSIVE);
 	SpinLockAcquire(&r->mutex);
 	unused = r->seqid == seqid ? r->limit - r->next : 0;
@@ -195,7 +202,7 @@ es_position_next(Oid seqid)
 
 	if (position_shared == NULL || no_range)
 		return nextval_internal(seqid, false);
-	r = my_range != NULL ? my_range : es_position_my_range();
+	r = my_range != NULL ? my_range : es_position_my_range(true);
 	if (r == NULL)
 		return nextval_internal(seqid, false);
 	while (!es_position_take(r, seqid, &pos))
@@ -215,7 +222,7 @@ es_position_forget(void)
 
 	if (position_shared == NULL || no_range)
 		return;
-	r = my_range != NULL ? my_range : es_position_my_range();
+	r = my_range != NULL ? my_range : es_position_my_range(false);
 	if (r == NULL)
 		return;
 	SpinLockAcquire(&r->mutex);
