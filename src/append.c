@@ -84,8 +84,9 @@ static void
 es_writer_open(EsWriter *w, bool with_ids)
 {
 	const EsCatalog *cat = es_catalog();
+	bool		skip = !with_ids && cat->events_event_id_partial;
 
-	es_table_open(&w->table, cat->events, with_ids ? InvalidOid : cat->events_event_id_key);
+	es_table_open(&w->table, cat->events, skip ? cat->events_event_id_key : InvalidOid);
 	w->events = w->table.rel;
 	w->event_id_idx = with_ids ? es_table_index_rel(&w->table, cat->events_event_id_key) : NULL;
 	w->position_seq = cat->position_seq;

@@ -10,6 +10,7 @@
 #include "access/htup_details.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
+#include "catalog/pg_index.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/inval.h"
@@ -53,6 +54,20 @@ es_lookup(Oid nsp, const char *relname)
 	return relid;
 }
 
+/* Whether an index has a predicate (WHERE clause) */
+static bool
+es_index_is_partial(Oid indexid)
+{
+	HeapTuple	tuple = SearchSysCache1(INDEXRELID, ObjectIdGetDatum(indexid));
+	bool		partial;
+
+	if (!HeapTupleIsValid(tuple))
+		elog(ERROR, "cache lookup failed for index %u", indexid);
+	partial = !heap_attisnull(tuple, Anum_pg_index_indpred, NULL);
+	ReleaseSysCache(tuple);
+	return partial;
+}
+
 /* The OIDs of the extension's relations in the current database */
 const EsCatalog *
 es_catalog(void)
@@ -73,6 +88,7 @@ es_catalog(void)
 	cache.events_pkey = es_lookup(nsp, "events_pkey");
 	cache.events_position_key = es_lookup(nsp, "events_position_key");
 	cache.events_event_id_key = es_lookup(nsp, "events_event_id_key");
+	cache.events_event_id_partial = es_index_is_partial(cache.events_event_id_key);
 	cache.position_seq = es_lookup(nsp, "events_position_seq");
 	cache.snapshots = es_lookup(nsp, "snapshots");
 	cache.snapshots_pkey = es_lookup(nsp, "snapshots_pkey");

@@ -30,6 +30,7 @@
 #define ES_LOCK_ENTITY		0x4553
 #define ES_LOCK_FEED		0x4546
 #define ES_LOCK_PROJECTION	0x4550
+#define ES_LOCK_POSITION	0x454F
 
 /* Attribute numbers of eventsourced.events */
 #define Anum_es_events_entity_type	1
@@ -77,6 +78,7 @@ typedef struct EsCatalog
 	Oid			events_pkey;
 	Oid			events_position_key;
 	Oid			events_event_id_key;
+	bool		events_event_id_partial;	/* the index has a predicate */
 	Oid			position_seq;
 	Oid			snapshots;
 	Oid			snapshots_pkey;
@@ -104,11 +106,13 @@ typedef struct EsFeedRequest
 
 /* position.c */
 extern void es_position_init(void);
+extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
 extern void es_position_forget(void);
 
 /* position.c */
 extern void es_position_init(void);
+extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
 extern void es_position_forget(void);
 
@@ -191,6 +195,7 @@ typedef struct EsTableWriter
 	Relation	rel;
 	struct EState *estate;
 	struct ResultRelInfo *rri;
+	Oid			skipped;		/* the index left closed, or InvalidOid */
 } EsTableWriter;
 
 extern void es_table_open(EsTableWriter *w, Oid relid, Oid skip);

@@ -47,6 +47,7 @@
 #include "access/relscan.h"
 #include "access/table.h"
 #include "access/xact.h"
+#include "access/xlog.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
@@ -81,6 +82,7 @@ typedef struct EsFeedShared
 
 static EsFeedShared *feed_shared = NULL;
 static bool announced = false;	/* this transaction holds its slot/lock */
+static SubTransactionId announced_subid;	/* the subtransaction that holds it */
 
 /* Shared memory needed for one slot per backend */
 static Size
@@ -127,6 +129,18 @@ es_feed_my_slot(void)
 	return &feed_shared->slot[idx];
 }
 
+/* Give up the slot (the fallback lock goes with the (sub)transaction) */
+static void
+es_feed_release(void)
+{
+	if (feed_shared != NULL && MyProc != NULL)
+	{
+		pg_memory_barrier();
+		pg_atomic_write_u64(&es_feed_my_slot()->low, 0);
+	}
+	announced = false;
+}
+
 /* Release the horizon at the end of the transaction that appended */
 static void
 es_feed_xact_callback(XactEvent event, void *arg)
@@ -145,25 +159,36 @@ es_feed_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_ABORT:
 		case XACT_EVENT_PARALLEL_COMMIT:
 		case XACT_EVENT_PARALLEL_ABORT:
-			if (feed_shared != NULL)
-			{
-				pg_memory_barrier();
-				pg_atomic_write_u64(&es_feed_my_slot()->low, 0);
-			}
-			announced = false;
+			es_feed_release();
 			break;
 		default:
 			break;
 	}
 }
 
+/*
+ * A subtransaction that announced and aborts takes its appends and its
+ * fallback lock with it: release, so the next append announces again.
+ * One that commits hands the announcement to its parent.
+ */
+static void
+es_feed_subxact_callback(SubXactEvent event, SubTransactionId mySubid,
+						 SubTransactionId parentSubid, void *arg)
+{
+	if (!announced || mySubid != announced_subid)
+		return;
+	if (event == SUBXACT_EVENT_COMMIT_SUB)
+		announced_subid = parentSubid;
+	else if (event == SUBXACT_EVENT_ABORT_SUB)
+		es_feed_release();
+}
+
 /* Never leave a slot set behind when the backend exits */
 static void
 es_feed_shmem_exit(int code, Datum arg)
 {
-	if (announced && feed_shared != NULL && MyProc != NULL)
-		pg_atomic_write_u64(&es_feed_my_slot()->low, 0);
-	announced = false;
+	if (announced)
+		es_feed_release();
 }
 
 /* Hook into shared memory (when preloaded) and transaction ends */
@@ -171,6 +196,7 @@ void
 es_feed_init(void)
 {
 	RegisterXactCallback(es_feed_xact_callback, NULL);
+	RegisterSubXactCallback(es_feed_subxact_callback, NULL);
 	if (!process_shared_preload_libraries_in_progress)
 		return;
 	es_shmem_register(&feed_part);
@@ -205,8 +231,13 @@ es_feed_draw_position(Oid seqoid)
 	bool		first = !announced;
 
 	if (first)
+	{
+		/* any wait for a new block of positions happens before announcing */
+		es_position_prepare(seqoid);
 		es_feed_announce();
-	announced = true;
+		announced = true;
+		announced_subid = GetCurrentSubTransactionId();
+	}
 	pos = es_position_next(seqoid);
 	if (first && feed_shared != NULL)
 		pg_atomic_write_u64(&es_feed_my_slot()->low, (uint64) pos);
@@ -296,6 +327,14 @@ es_feed_snapshot(int64 *horizon)
 {
 	Snapshot	snap;
 
+	if (RecoveryInProgress())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the event feed cannot be read on a standby"),
+				 errdetail("Which positions are still in flight is known only on the primary; "
+						   "a standby could return an event and later one with a lower position."),
+				 errhint("Read events_by_type() and read_all() on the primary; "
+						 "events_by_id() and last_seq_no() work on a standby.")));
 	if (feed_shared != NULL)
 	{
 		*horizon = es_feed_shared_horizon();

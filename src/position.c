@@ -8,7 +8,9 @@
  * gets a range [next, limit) in shared memory; an append takes next under a
  * spinlock, and when the range is used up one backend reserves the next
  * ES_POSITION_BLOCK positions: nextval() gives the first one, and setval()
- * moves the sequence to the last one.  So:
+ * moves the sequence to the last one.  Refills of a database serialize on
+ * a heavyweight lock, and the feed makes sure a position is ready before a
+ * transaction announces itself, so nobody waits in that window.  So:
  *
  * - Positions are handed out in increasing order across all backends of a
  *   database, which the feed horizon (feed.c) relies on: a new block starts
@@ -24,15 +26,24 @@
  *   seqcache.c) drops the rest of the block, so a store emptied with
  *   TRUNCATE and given a restarted sequence starts again from it.
  *
- * The table has ES_POSITION_DBS ranges, never freed until a restart; a
- * database finding it full draws nextval() per event, which is just as
- * correct (every range ends below the sequence value).
+ * - A sequence given a new file in the current transaction (ALTER SEQUENCE
+ *   ... RESTART, not committed yet) never fills the range: that
+ *   transaction draws nextval() per event, and a rollback leaves nothing
+ *   behind.
+ *
+ * The table has ES_POSITION_DBS ranges; a dropped database's range is
+ * freed.  A database finding the table full draws nextval() per event,
+ * which is just as correct (every range ends below the sequence value).
  */
 #include "eventsourced.h"
 
+#include "access/relation.h"
+#include "catalog/objectaccess.h"
+#include "catalog/pg_database.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "storage/lwlock.h"
 #include "storage/shmem.h"
 #include "storage/spin.h"
@@ -40,6 +51,12 @@
 #include "utils/lsyscache.h"
 
 #define ES_POSITION_BLOCK	1024	/* positions reserved at a time */
+
+#if PG_VERSION_NUM >= 160000
+#define ES_FIRST_RELFILE_SUBID	rd_firstRelfilelocatorSubid
+#else
+#define ES_FIRST_RELFILE_SUBID	rd_firstRelfilenodeSubid
+#endif
 #define ES_POSITION_DBS		64		/* databases with a range */
 
 /* The positions one database may hand out: [next, limit) of sequence seqid */
@@ -54,7 +71,7 @@ typedef struct EsPositionRange
 
 typedef struct EsPositionShared
 {
-	LWLock	   *lock;			/* claims ranges, serializes refills */
+	LWLock	   *lock;			/* protects dboid of every range */
 	EsPositionRange ranges[ES_POSITION_DBS];
 } EsPositionShared;
 
@@ -91,12 +108,42 @@ static const EsShmemPart position_part = {
 	"eventsourced positions", es_position_shmem_size, 1, es_position_shmem_attach
 };
 
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/* A dropped database's range is freed: its OID may come back one day */
+static void
+es_position_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+						  int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access != OAT_DROP || classId != DatabaseRelationId || position_shared == NULL)
+		return;
+	LWLockAcquire(position_shared->lock, LW_EXCLUSIVE);
+	for (int i = 0; i < ES_POSITION_DBS; i++)
+	{
+		EsPositionRange *r = &position_shared->ranges[i];
+
+		if (r->dboid != objectId)
+			continue;
+		SpinLockAcquire(&r->mutex);
+		r->seqid = InvalidOid;
+		r->next = r->limit = 0;
+		SpinLockRelease(&r->mutex);
+		r->dboid = InvalidOid;
+	}
+	LWLockRelease(position_shared->lock);
+}
+
 /* Ask for the range table when the library is preloaded */
 void
 es_position_init(void)
 {
-	if (process_shared_preload_libraries_in_progress)
-		es_shmem_register(&position_part);
+	if (!process_shared_preload_libraries_in_progress)
+		return;
+	es_shmem_register(&position_part);
+	prev_object_access_hook = object_access_hook;
+	object_access_hook = es_position_object_access;
 }
 
 /*
@@ -163,22 +210,56 @@ es_position_reserve(Oid seqid, int64 last)
 	SetUserIdAndSecContext(save_userid, save_sec_context);
 }
 
-/* Give the range a new block, unless another backend just did */
-static void
+/* Positions left in the range for this sequence */
+static int64
+es_position_available(EsPositionRange *r, Oid seqid)
+{
+	int64		n;
+
+	SpinLockAcquire(&r->mutex);
+	n = r->seqid == seqid ? r->limit - r->next : 0;
+	SpinLockRelease(&r->mutex);
+	return n;
+}
+
+/*
+ * Whether the (locked) sequence got a new file in this transaction, as
+ * ALTER SEQUENCE ... RESTART does: its state is not committed yet.
+ */
+static bool
+es_position_seq_uncommitted(Oid seqid)
+{
+	Relation	seq = relation_open(seqid, NoLock);
+	bool		uncommitted;
+
+	uncommitted = seq->rd_createSubid != InvalidSubTransactionId ||
+		seq->ES_FIRST_RELFILE_SUBID != InvalidSubTransactionId;
+	relation_close(seq, NoLock);
+	return uncommitted;
+}
+
+/*
+ * Give the range a new block, unless another backend just did.  Refills of
+ * a database serialize on a heavyweight lock (interruptible, seen by the
+ * deadlock detector), held only for the refill.  False when the sequence's
+ * state is not committed: a block taken from it must not outlive a
+ * rollback, so the caller draws from the sequence itself.
+ */
+static bool
 es_position_refill(EsPositionRange *r, Oid seqid)
 {
-	int64		first;
-	int64		unused;
+	LOCKTAG		tag;
+	bool		refilled = true;
 
-	/* any wait for the sequence's lock happens here, not under our LWLock */
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_POSITION);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	LockRelationOid(seqid, RowExclusiveLock);
-	LWLockAcquire(position_shared->lock, LW_EXCLUSIVE);
-	SpinLockAcquire(&r->mutex);
-	unused = r->seqid == seqid ? r->limit - r->next : 0;
-	SpinLockRelease(&r->mutex);
-	if (unused <= 0)
+	if (es_position_seq_uncommitted(seqid))
+		refilled = false;
+	else if (es_position_available(r, seqid) <= 0)
 	{
-		first = nextval_internal(seqid, false);
+		int64		first = nextval_internal(seqid, false);
+
 		if (first > PG_INT64_MAX - ES_POSITION_BLOCK)
 			ereport(ERROR,
 					(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
@@ -190,23 +271,44 @@ es_position_refill(EsPositionRange *r, Oid seqid)
 		r->limit = first + ES_POSITION_BLOCK;
 		SpinLockRelease(&r->mutex);
 	}
-	LWLockRelease(position_shared->lock);
+	LockRelease(&tag, ExclusiveLock, false);
+	return refilled;
+}
+
+/* This database's range, or NULL when positions come from the sequence */
+static EsPositionRange *
+es_position_range(void)
+{
+	if (position_shared == NULL || no_range)
+		return NULL;
+	return my_range != NULL ? my_range : es_position_my_range(true);
+}
+
+/*
+ * Make sure the range has a position, so that the next es_position_next()
+ * need not wait: the feed calls this before announcing a transaction.
+ */
+void
+es_position_prepare(Oid seqid)
+{
+	EsPositionRange *r = es_position_range();
+
+	if (r != NULL && es_position_available(r, seqid) <= 0)
+		(void) es_position_refill(r, seqid);
 }
 
 /* The next position of this database, from shared memory or the sequence */
 int64
 es_position_next(Oid seqid)
 {
-	EsPositionRange *r;
+	EsPositionRange *r = es_position_range();
 	int64		pos;
 
-	if (position_shared == NULL || no_range)
-		return nextval_internal(seqid, false);
-	r = my_range != NULL ? my_range : es_position_my_range(true);
 	if (r == NULL)
 		return nextval_internal(seqid, false);
 	while (!es_position_take(r, seqid, &pos))
-		es_position_refill(r, seqid);
+		if (!es_position_refill(r, seqid))
+			return nextval_internal(seqid, false);
 	return pos;
 }
 

@@ -79,6 +79,11 @@ typedef struct EsSeqBucket
 	EsSeqEntry	ways[ES_SEQCACHE_WAYS];
 } EsSeqBucket;
 
+StaticAssertDecl(offsetof(EsSeqBucket, ways) == PG_CACHE_LINE_SIZE,
+				 "the tags of a bucket fill its first cache line");
+StaticAssertDecl(sizeof(EsSeqBucket) % PG_CACHE_LINE_SIZE == 0,
+				 "buckets start on a cache line");
+
 typedef struct EsSeqShared
 {
 	pg_atomic_uint64 generation;

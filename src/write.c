@@ -45,6 +45,7 @@ es_table_open(EsTableWriter *w, Oid relid, Oid skip)
 	w->rel = table_open(relid, RowExclusiveLock);
 	w->estate = CreateExecutorState();
 	w->rri = rri;
+	w->skipped = skip;
 	InitResultRelInfo(rri, w->rel, 1, NULL, 0);
 	indexes = RelationGetIndexList(w->rel);
 	rri->ri_IndexRelationDescs = palloc(sizeof(Relation) * Max(list_length(indexes), 1));
@@ -97,20 +98,25 @@ es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 {
 #if PG_VERSION_NUM >= 160000
 	TU_UpdateIndexes update_indexes;
+#else
+	bool		update_indexes;
+#endif
 
+	/* the row's old version may satisfy the left-out index's predicate */
+	if (OidIsValid(w->skipped))
+		elog(ERROR, "eventsourced: cannot update through a writer that left index %u closed",
+			 w->skipped);
 	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
+#if PG_VERSION_NUM >= 160000
 	if (update_indexes != TU_None)
 		es_table_index(w, slot);
 #else
-	bool		update_indexes;
-
-	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
 	if (update_indexes)
 		es_table_index(w, slot);
 #endif
 }
 
-/* Close what es_table_open opened; the table stays locked until the transaction ends, as after any DML */
+/* Close what es_table_open opened; the table stays locked until the end of the transaction */
 void
 es_table_close(EsTableWriter *w)
 {

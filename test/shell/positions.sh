@@ -76,6 +76,26 @@ q $db "ALTER TABLE eventsourced.events DISABLE TRIGGER events_no_truncate;
 q $db "SELECT eventsourced.append('pos', 'fresh', 0, 'E', '{}')" >/dev/null
 check "TRUNCATE and RESTART start positions again at 1" "$(q $db "$maxpos")" "1"
 
+# An emptied store and a restarted sequence that roll back leave no block
+# behind: appends go on above every stored position, with no duplicate.
+q $db "SELECT eventsourced.append('pos', 'fresh', 1, 'E', '{}')" >/dev/null
+q $db "SELECT eventsourced.append('pos', 'more', NULL, 'E', '{}') FROM generate_series(1, 1500)" >/dev/null
+before=$(q $db "$maxpos")
+q $db "BEGIN;
+       ALTER TABLE eventsourced.events DISABLE TRIGGER events_no_truncate;
+       TRUNCATE eventsourced.events;
+       ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_no_truncate;
+       ALTER SEQUENCE eventsourced.events_position_seq RESTART;
+       SELECT eventsourced.append('pos', 'gone', 0, 'E', '{}');
+       SELECT eventsourced.append('pos', 'gone', 1, 'E', '{}');
+       ROLLBACK" >/dev/null
+q $db "BEGIN; ALTER SEQUENCE eventsourced.events_position_seq RESTART WITH 1000000;
+       SELECT eventsourced.append('pos', 'gone', 0, 'E', '{}'); ROLLBACK" >/dev/null
+check "a rolled-back TRUNCATE and RESTART leave positions going up" \
+      "$(q $db "SELECT string_agg(eventsourced.append('pos', 'fresh', NULL, 'E', '{}')::text, ',')
+                  FROM generate_series(1, 3)") $(q $db "SELECT min(position) > $before AND max(position) < 1000000
+                  AND count(*) = 3 FROM eventsourced.events WHERE entity_id = 'fresh' AND seq_no > 2")" "3,4,5 t"
+
 # A re-created extension has a new sequence and starts again at 1.
 q $db "DROP EXTENSION eventsourced; CREATE EXTENSION eventsourced" >/dev/null
 q $db "SELECT eventsourced.append('pos', 'new', 0, 'E', '{}')" >/dev/null
