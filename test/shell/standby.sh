@@ -21,7 +21,8 @@ check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
 dropdb --if-exists $db >/dev/null 2>&1
 createdb $db && q $db "CREATE EXTENSION eventsourced" >/dev/null
 q $db "SELECT eventsourced.append('acct', 'a1', 0, 'Opened', '{}'),
-              eventsourced.append('acct', 'a1', 1, 'Deposited', '{\"n\": 5}')" >/dev/null
+              eventsourced.append('acct', 'a1', 1, 'Deposited', '{\"n\": 5}');
+       SELECT eventsourced.save_snapshot('acct', 'a1', 2, '{\"balance\": 5}')" >/dev/null
 
 es_as_owner "$ES_PGBIN/pg_basebackup" -h "$PGHOST" -p "$PGPORT" -U postgres -D "$work/data" -R -X stream ||
     echo "not ok - pg_basebackup"
@@ -38,6 +39,8 @@ check "events_by_id works on a standby" \
       "$(qs "SELECT string_agg(event_type, ' ' ORDER BY seq_no) FROM eventsourced.events_by_id('acct', 'a1')")" \
       "Opened Deposited"
 check "last_seq_no works on a standby" "$(qs "SELECT eventsourced.last_seq_no('acct', 'a1')")" "2"
+check "load_snapshot works on a standby" \
+      "$(qs "SELECT seq_no || ' ' || state FROM eventsourced.load_snapshot('acct', 'a1')")" '2 {"balance": 5}'
 for f in "read_all()" "events_by_type('acct')" "read_all_pb()" "feed_horizon()"; do
     check "$f is refused on a standby" \
           "$(qs "SELECT count(*) FROM eventsourced.$f")" "ERROR:  0A000"
