@@ -1,14 +1,33 @@
 /*
  * eventsourced.c
- *		Module entry point: hands off to each subsystem's init function.
+ *		Module entry point: hands off to each subsystem's init function, and
+ *		tells them about dropped databases.
  */
 #include "eventsourced.h"
 
+#include "catalog/objectaccess.h"
+#include "catalog/pg_database.h"
+#include "miscadmin.h"
 #include "utils/guc.h"
 
 PG_MODULE_MAGIC;
 
 void		_PG_init(void);
+
+static object_access_hook_type prev_object_access_hook = NULL;
+
+/* DROP DATABASE: shared state keyed by its OID must not outlive it */
+static void
+es_object_access(ObjectAccessType access, Oid classId, Oid objectId,
+				 int subId, void *arg)
+{
+	if (prev_object_access_hook)
+		prev_object_access_hook(access, classId, objectId, subId, arg);
+	if (access != OAT_DROP || classId != DatabaseRelationId)
+		return;
+	es_position_database_dropped(objectId);
+	es_seqcache_database_dropped(objectId);
+}
 
 /* Set up every subsystem once per backend */
 void
@@ -22,6 +41,11 @@ _PG_init(void)
 	es_projection_init();
 	es_worker_init();
 	es_protoreg_init();
+	if (process_shared_preload_libraries_in_progress)
+	{
+		prev_object_access_hook = object_access_hook;
+		object_access_hook = es_object_access;
+	}
 	MarkGUCPrefixReserved("eventsourced");
 	es_shmem_request_now();
 }

@@ -109,12 +109,14 @@ extern void es_position_init(void);
 extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
 extern void es_position_forget(void);
+extern void es_position_database_dropped(Oid dboid);
 
 /* position.c */
 extern void es_position_init(void);
 extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
 extern void es_position_forget(void);
+extern void es_position_database_dropped(Oid dboid);
 
 /* shmem.c: a subsystem's piece of shared memory */
 typedef struct EsShmemPart
@@ -130,6 +132,7 @@ extern void es_shmem_request_now(void);
 
 /* seqcache.c */
 extern void es_seqcache_init(void);
+extern void es_seqcache_database_dropped(Oid dboid);
 extern int64 es_locked_last_seq_no(const EsEntity *entity, int64 hint);
 extern void es_locked_last_set(const EsEntity *entity, int64 last);
 

@@ -25,7 +25,6 @@
  * - Any other change to the events table (the statement trigger of
  *   seqcache.c) drops the rest of the block, so a store emptied with
  *   TRUNCATE and given a restarted sequence starts again from it.
- *
  * - A sequence given a new file in the current transaction (ALTER SEQUENCE
  *   ... RESTART, not committed yet) never fills the range: that
  *   transaction draws nextval() per event, and a rollback leaves nothing
@@ -38,8 +37,6 @@
 #include "eventsourced.h"
 
 #include "access/relation.h"
-#include "catalog/objectaccess.h"
-#include "catalog/pg_database.h"
 #include "commands/sequence.h"
 #include "miscadmin.h"
 #include "storage/lmgr.h"
@@ -49,21 +46,23 @@
 #include "storage/spin.h"
 #include "utils/fmgrprotos.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 
 #define ES_POSITION_BLOCK	1024	/* positions reserved at a time */
+#define ES_POSITION_DBS		64		/* databases with a range */
 
+/* The subtransaction that gave a relation a new file (renamed in 16) */
 #if PG_VERSION_NUM >= 160000
 #define ES_FIRST_RELFILE_SUBID	rd_firstRelfilelocatorSubid
 #else
 #define ES_FIRST_RELFILE_SUBID	rd_firstRelfilenodeSubid
 #endif
-#define ES_POSITION_DBS		64		/* databases with a range */
 
 /* The positions one database may hand out: [next, limit) of sequence seqid */
 typedef struct EsPositionRange
 {
 	slock_t		mutex;			/* protects seqid, next, limit */
-	Oid			dboid;			/* InvalidOid: unused; set once */
+	Oid			dboid;			/* InvalidOid: unused; under the LWLock */
 	Oid			seqid;
 	int64		next;
 	int64		limit;
@@ -108,23 +107,18 @@ static const EsShmemPart position_part = {
 	"eventsourced positions", es_position_shmem_size, 1, es_position_shmem_attach
 };
 
-static object_access_hook_type prev_object_access_hook = NULL;
-
 /* A dropped database's range is freed: its OID may come back one day */
-static void
-es_position_object_access(ObjectAccessType access, Oid classId, Oid objectId,
-						  int subId, void *arg)
+void
+es_position_database_dropped(Oid dboid)
 {
-	if (prev_object_access_hook)
-		prev_object_access_hook(access, classId, objectId, subId, arg);
-	if (access != OAT_DROP || classId != DatabaseRelationId || position_shared == NULL)
+	if (position_shared == NULL)
 		return;
 	LWLockAcquire(position_shared->lock, LW_EXCLUSIVE);
 	for (int i = 0; i < ES_POSITION_DBS; i++)
 	{
 		EsPositionRange *r = &position_shared->ranges[i];
 
-		if (r->dboid != objectId)
+		if (r->dboid != dboid)
 			continue;
 		SpinLockAcquire(&r->mutex);
 		r->seqid = InvalidOid;
@@ -139,11 +133,8 @@ es_position_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 void
 es_position_init(void)
 {
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	es_shmem_register(&position_part);
-	prev_object_access_hook = object_access_hook;
-	object_access_hook = es_position_object_access;
+	if (process_shared_preload_libraries_in_progress)
+		es_shmem_register(&position_part);
 }
 
 /*

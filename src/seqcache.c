@@ -200,11 +200,14 @@ es_seqcache_bucket(const EsSeqKey *key, LWLock **lock)
 	return &seq_buckets[b];
 }
 
-/* The tag of a key: 16 bits of its hash, never 0 (a free way) */
+/*
+ * The tag of a key: 16 bits of its hash mixed again, so that they do not
+ * repeat the bits that chose the bucket; never 0 (a free way).
+ */
 static uint16
 es_seqcache_tag(const EsSeqKey *key)
 {
-	uint16		tag = (uint16) (key->hash >> 16);
+	uint16		tag = (uint16) (murmurhash32(key->hash) >> 16);
 
 	return tag != 0 ? tag : 1;
 }
@@ -458,6 +461,17 @@ es_seqcache_init(void)
 							NULL, &seq_cache_size, 131072, 0, 64 * 1024 * 1024,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
 	es_shmem_register(&seqcache_part);
+}
+
+/*
+ * A dropped database's entries are stale: a database created later may get
+ * its OID, and, cloned from the same template, the same events table OID.
+ */
+void
+es_seqcache_database_dropped(Oid dboid)
+{
+	if (seq_shared != NULL)
+		pg_atomic_fetch_add_u64(&seq_shared->generation, 1);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_events_changed);

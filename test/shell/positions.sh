@@ -10,9 +10,11 @@ here=$(cd "$(dirname "$0")" && pwd)
 . "$here/../cluster.sh"
 db=es_positions
 db2=es_positions2
+tmpl=es_positions_tmpl
+clone=es_positions_clone
 work=$(mktemp -d /tmp/es_positions.XXXXXX)
 chmod 755 "$work"
-trap 'dropdb --if-exists $db; dropdb --if-exists $db2; rm -rf "$work"' EXIT
+trap 'for d in $db $db2 $clone $tmpl; do dropdb --if-exists $d; done; rm -rf "$work"' EXIT
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
     if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
@@ -107,3 +109,16 @@ q $db "SELECT eventsourced.append('pos', 'new', 1, 'E', '{}')" >/dev/null
 q $db2 "SELECT eventsourced.append('pos', 'x', 1, 'E', '{}')" >/dev/null
 check "each database has its own positions" \
       "$(q $db "SELECT string_agg(position::text, ',' ORDER BY position) FROM eventsourced.events")|$(q $db2 "SELECT string_agg(position::text, ',' ORDER BY position) FROM eventsourced.events")" "1,2|1,2"
+
+# A dropped database's block and cached seq_nos are forgotten: a database
+# created later with its OID (and, cloned from the same template, the same
+# table and sequence OIDs) starts afresh.
+for d in $clone $tmpl; do dropdb --if-exists $d >/dev/null 2>&1; done
+createdb $tmpl && q $tmpl "CREATE EXTENSION eventsourced" >/dev/null
+createdb -T $tmpl $clone
+q $clone "SELECT eventsourced.append('pos', 'c', 0, 'E', '{}')" >/dev/null
+oid=$(q postgres "SELECT oid FROM pg_database WHERE datname = '$clone'")
+dropdb $clone
+q postgres "CREATE DATABASE $clone TEMPLATE $tmpl OID $oid" >/dev/null
+q $clone "SELECT eventsourced.append('pos', 'c', 0, 'E', '{}')" >/dev/null
+check "a database re-created with a dropped one's OID starts afresh (seq_no 1 at position 1)" "$(q $clone "$maxpos")" "1"
