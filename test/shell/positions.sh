@@ -56,6 +56,45 @@ check "the feed pages through every event exactly once" \
                       FROM page WHERE after < ($maxpos))
                 SELECT max(n) = (SELECT count(*) FROM eventsourced.events) FROM page")" "t"
 
+# A reader following the feed while transactions of two appends each commit
+# out of order (pauses between their appends) receives every event exactly
+# once.
+q $db "CREATE TABLE seen (position bigint);
+       CREATE FUNCTION follow(after bigint, secs float8) RETURNS void LANGUAGE plpgsql AS \$\$
+       DECLARE
+         got bigint;
+         deadline timestamptz := clock_timestamp() + secs * interval '1 second';
+       BEGIN
+         LOOP
+           WITH ins AS (INSERT INTO seen SELECT position FROM eventsourced.read_all(after, 500)
+                        RETURNING position)
+           SELECT max(position) INTO got FROM ins;
+           EXIT WHEN got IS NULL AND clock_timestamp() > deadline;
+           IF got IS NULL THEN PERFORM pg_sleep(0.001); ELSE after := got; END IF;
+         END LOOP;
+       END \$\$" >/dev/null
+cat >"$work/pairs.sql" <<'SQL'
+\set e random(1, 200)
+\set p random(0, 3)
+BEGIN;
+SELECT eventsourced.append('soak', :e::text, NULL, 'E', '{}');
+\sleep :p ms
+SELECT eventsourced.append('soak', (:e + 200)::text, NULL, 'E', '{}');
+COMMIT;
+SQL
+start=$(q $db "$maxpos")
+q $db "SELECT follow($start, 5)" >/dev/null &
+reader=$!
+pgbench -n -c 6 -j 2 -T 3 -f "$work/pairs.sql" $db >"$work/pairs.log" 2>&1 ||
+    { echo "not ok - out-of-order appends"; cat "$work/pairs.log"; }
+wait $reader
+check "a reader following the feed gets every event exactly once" \
+      "$(q $db "SELECT count(*) = count(DISTINCT position) AND count(*) > 1000
+                   AND count(*) = (SELECT count(*) FROM eventsourced.events WHERE position > $start)
+                   AND NOT EXISTS (SELECT 1 FROM eventsourced.events e WHERE position > $start
+                                   AND NOT EXISTS (SELECT 1 FROM seen s WHERE s.position = e.position))
+                  FROM seen")" "t"
+
 # A crash loses the shared block; new positions stay above the stored ones,
 # also for asynchronously committed events that survived.
 q $db "SET synchronous_commit = off; SELECT eventsourced.append('pos', 'crash', NULL, 'E', '{}') FROM generate_series(1, 1500)" >/dev/null
