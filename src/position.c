@@ -10,7 +10,7 @@
  * ES_POSITION_BLOCK positions: nextval() gives the first one, and setval()
  * moves the sequence to the last one.  Refills of a database serialize on
  * a heavyweight lock, and the feed makes sure a position is ready before a
- * transaction announces itself, so nobody waits in that window.  So:
+ * transaction announces itself, so waits in that window are rare.  So:
  *
  * - Positions are handed out in increasing order across all backends of a
  *   database, which the feed horizon (feed.c) relies on: a new block starts
@@ -30,9 +30,10 @@
  *   transaction draws nextval() per event, and a rollback leaves nothing
  *   behind.
  *
- * The table has ES_POSITION_DBS ranges; a dropped database's range is
- * freed.  A database finding the table full draws nextval() per event,
- * which is just as correct (every range ends below the sequence value).
+ * The table has ES_POSITION_DBS ranges, each kept for its database until a
+ * restart (a dropped database's range is emptied).  A database finding the
+ * table full draws nextval() per event, which is just as correct: it never
+ * gets a range later, and every range ends below its sequence value.
  */
 #include "eventsourced.h"
 
@@ -62,7 +63,7 @@
 typedef struct EsPositionRange
 {
 	slock_t		mutex;			/* protects seqid, next, limit */
-	Oid			dboid;			/* InvalidOid: unused; under the LWLock */
+	Oid			dboid;			/* InvalidOid: unused; set once, under the LWLock */
 	Oid			seqid;
 	int64		next;
 	int64		limit;
@@ -107,13 +108,20 @@ static const EsShmemPart position_part = {
 	"eventsourced positions", es_position_shmem_size, 1, es_position_shmem_attach
 };
 
-/* A dropped database's range is freed: its OID may come back one day */
+/*
+ * A dropped database's range is emptied: a database created later with its
+ * OID (cloned from the same template: with the same sequence OID) refills
+ * it from its own sequence.  The range stays with the OID and is not given
+ * to another database: a backend that found the table full draws from its
+ * sequence per event, which is only sound while its database never gets a
+ * range.
+ */
 void
 es_position_database_dropped(Oid dboid)
 {
 	if (position_shared == NULL)
 		return;
-	LWLockAcquire(position_shared->lock, LW_EXCLUSIVE);
+	LWLockAcquire(position_shared->lock, LW_SHARED);
 	for (int i = 0; i < ES_POSITION_DBS; i++)
 	{
 		EsPositionRange *r = &position_shared->ranges[i];
@@ -124,7 +132,6 @@ es_position_database_dropped(Oid dboid)
 		r->seqid = InvalidOid;
 		r->next = r->limit = 0;
 		SpinLockRelease(&r->mutex);
-		r->dboid = InvalidOid;
 	}
 	LWLockRelease(position_shared->lock);
 }
@@ -240,14 +247,14 @@ static bool
 es_position_refill(EsPositionRange *r, Oid seqid)
 {
 	LOCKTAG		tag;
-	bool		refilled = true;
 
-	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_POSITION);
-	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	/* the sequence's lock first, always: no lock-order inversion with DDL */
 	LockRelationOid(seqid, RowExclusiveLock);
 	if (es_position_seq_uncommitted(seqid))
-		refilled = false;
-	else if (es_position_available(r, seqid) <= 0)
+		return false;
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_POSITION);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	if (es_position_available(r, seqid) <= 0)
 	{
 		int64		first = nextval_internal(seqid, false);
 
@@ -263,7 +270,7 @@ es_position_refill(EsPositionRange *r, Oid seqid)
 		SpinLockRelease(&r->mutex);
 	}
 	LockRelease(&tag, ExclusiveLock, false);
-	return refilled;
+	return true;
 }
 
 /* This database's range, or NULL when positions come from the sequence */
