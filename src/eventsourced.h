@@ -111,13 +111,6 @@ extern int64 es_position_next(Oid seqid);
 extern void es_position_forget(void);
 extern void es_position_database_dropped(Oid dboid);
 
-/* position.c */
-extern void es_position_init(void);
-extern void es_position_prepare(Oid seqid);
-extern int64 es_position_next(Oid seqid);
-extern void es_position_forget(void);
-extern void es_position_database_dropped(Oid dboid);
-
 /* shmem.c: a subsystem's piece of shared memory */
 typedef struct EsShmemPart
 {
@@ -140,7 +133,6 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
 extern void es_check_select(Oid relid);
-extern Oid	es_relation_owner(Oid relid);
 extern Oid	es_relation_owner(Oid relid);
 
 /* validate.c */

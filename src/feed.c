@@ -48,7 +48,6 @@
 #include "access/table.h"
 #include "access/xact.h"
 #include "access/xlog.h"
-#include "commands/sequence.h"
 #include "miscadmin.h"
 #include "port/atomics.h"
 #include "storage/ipc.h"

@@ -108,6 +108,15 @@ static const EsShmemPart position_part = {
 	"eventsourced positions", es_position_shmem_size, 1, es_position_shmem_attach
 };
 
+/* Give up the rest of a range's block: the next position needs a refill */
+static void
+es_position_empty(EsPositionRange *r)
+{
+	SpinLockAcquire(&r->mutex);
+	r->next = r->limit;
+	SpinLockRelease(&r->mutex);
+}
+
 /*
  * A dropped database's range is emptied: a database created later with its
  * OID (cloned from the same template: with the same sequence OID) refills
@@ -123,16 +132,8 @@ es_position_database_dropped(Oid dboid)
 		return;
 	LWLockAcquire(position_shared->lock, LW_SHARED);
 	for (int i = 0; i < ES_POSITION_DBS; i++)
-	{
-		EsPositionRange *r = &position_shared->ranges[i];
-
-		if (r->dboid != dboid)
-			continue;
-		SpinLockAcquire(&r->mutex);
-		r->seqid = InvalidOid;
-		r->next = r->limit = 0;
-		SpinLockRelease(&r->mutex);
-	}
+		if (position_shared->ranges[i].dboid == dboid)
+			es_position_empty(&position_shared->ranges[i]);
 	LWLockRelease(position_shared->lock);
 }
 
@@ -323,9 +324,6 @@ es_position_forget(void)
 	if (position_shared == NULL || no_range)
 		return;
 	r = my_range != NULL ? my_range : es_position_my_range(false);
-	if (r == NULL)
-		return;
-	SpinLockAcquire(&r->mutex);
-	r->next = r->limit;
-	SpinLockRelease(&r->mutex);
+	if (r != NULL)
+		es_position_empty(r);
 }

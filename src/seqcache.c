@@ -463,6 +463,14 @@ es_seqcache_init(void)
 	es_shmem_register(&seqcache_part);
 }
 
+/* Make every entry stale: entries of an older generation are misses */
+static void
+es_seqcache_invalidate_all(void)
+{
+	if (seq_shared != NULL)
+		pg_atomic_fetch_add_u64(&seq_shared->generation, 1);
+}
+
 /*
  * A dropped database's entries are stale: a database created later may get
  * its OID, and, cloned from the same template, the same events table OID.
@@ -470,8 +478,7 @@ es_seqcache_init(void)
 void
 es_seqcache_database_dropped(Oid dboid)
 {
-	if (seq_shared != NULL)
-		pg_atomic_fetch_add_u64(&seq_shared->generation, 1);
+	es_seqcache_invalidate_all();
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_events_changed);
@@ -487,8 +494,7 @@ eventsourced_events_changed(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("eventsourced.events_changed() must be called as a trigger")));
-	if (seq_shared != NULL)
-		pg_atomic_fetch_add_u64(&seq_shared->generation, 1);
+	es_seqcache_invalidate_all();
 	es_position_forget();
 	return PointerGetDatum(NULL);
 }
