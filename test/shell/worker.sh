@@ -51,14 +51,22 @@ check "worker applies appends without any client call" \
 check "checkpoint reaches the last event" \
       "$(wait_for "SELECT checkpoint = (SELECT max(position) FROM eventsourced.events) FROM eventsourced.projections" t)" "t"
 
-# Notifications come from the worker, coalesced: one per type per transaction.
-out=$(psql -X -q -d $db 2>&1 <<SQL
+# What a LISTENing session prints while another session runs the SQL in $1.
+notifications_during() {
+    local sql
+    sql=$(mktemp /tmp/es_worker_sql.XXXXXX)
+    printf '%s\n' "$1" >"$sql"
+    psql -X -q -d $db 2>&1 <<SQL
 LISTEN eventsourced;
-\! psql -X -q -d $db -c "BEGIN; SELECT eventsourced.append('counter', 'n1', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('counter', 'n2', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('other', 'o1', NULL, 'X', '{}'); COMMIT;" >/dev/null
+\! psql -X -q -d $db -f $sql >/dev/null
 SELECT pg_sleep(1);
 SELECT 1;
 SQL
-)
+    rm -f "$sql"
+}
+
+# Notifications come from the worker, coalesced: one per type per transaction.
+out=$(notifications_during "BEGIN; SELECT eventsourced.append('counter', 'n1', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('counter', 'n2', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('other', 'o1', NULL, 'X', '{}'); COMMIT;")
 workers=$(q "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'eventsourced worker' AND datname = '$db'")
 check "one notification for each type of the transaction" \
       "$(echo "$out" | grep -c 'Asynchronous notification "eventsourced"')" "2"
@@ -69,13 +77,7 @@ check "notifications are sent by the worker" \
       "$(for p in $workers; do [ "$p" = "$sender" ] && echo yes; done)" "yes"
 
 # More than 16 types in one transaction: 16 by name and one for "any type".
-out=$(psql -X -q -d $db 2>&1 <<SQL
-LISTEN eventsourced;
-\! psql -X -q -d $db -c "SELECT count(eventsourced.append('many' || g, 'm', NULL, 'E', '{}')) FROM generate_series(1, 20) g" >/dev/null
-SELECT pg_sleep(1);
-SELECT 1;
-SQL
-)
+out=$(notifications_during "SELECT count(eventsourced.append('many' || g, 'm', NULL, 'E', '{}')) FROM generate_series(1, 20) g")
 check "20 types in one transaction: 17 notifications" \
       "$(echo "$out" | grep -c 'Asynchronous notification "eventsourced"')" "17"
 check "one of them for any type, at the transaction's highest position" \
