@@ -315,7 +315,8 @@ SELECT seq_no, state FROM eventsourced.handle_command('tally', 't1', 'Add', '{"n
 SELECT cmdtest.calls() AS calls_after_new_snapshot;
 
 -- Privileges: EXECUTE on handle_command and USAGE on the schema suffice;
--- handlers run as the caller, our tables are written as their owner
+-- handlers run as their function's owner and learn the caller from
+-- eventsourced.caller(); our tables are written as their owner
 SET client_min_messages = warning;
 DROP ROLE IF EXISTS es_cmd_app;
 DROP ROLE IF EXISTS es_cmd_nobody;
@@ -326,7 +327,8 @@ GRANT USAGE ON SCHEMA eventsourced TO es_cmd_app;
 GRANT EXECUTE ON FUNCTION eventsourced.handle_command(text, text, text, jsonb) TO es_cmd_app;
 CREATE FUNCTION cmdtest.whoami(entity_id text, state jsonb, args jsonb)
     RETURNS eventsourced.decision LANGUAGE sql
-    RETURN eventsourced.emit('Named', jsonb_build_object('name', current_user::text));
+    RETURN eventsourced.emit('Named', jsonb_build_object('name', current_user::text,
+                                                         'caller', eventsourced.caller()::text));
 SELECT eventsourced.register_entity('book', 'cmdtest.apply_double(jsonb, text, jsonb)', '{"total": 0}', 1);
 SELECT eventsourced.register_command('book', 'Add', 'cmdtest.add(text, jsonb, jsonb)');
 SELECT eventsourced.register_command('book', 'WhoAmI', 'cmdtest.whoami(text, jsonb, jsonb)');

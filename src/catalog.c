@@ -118,6 +118,23 @@ es_check_select(Oid relid)
 		aclcheck_error(result, OBJECT_TABLE, get_rel_name(relid));
 }
 
+/* The same check for another role, whose rights some work will run with */
+void
+es_check_select_by(Oid relid, Oid role)
+{
+	const char *name;
+
+	if (role == GetUserId())
+		es_check_select(relid);
+	if (pg_class_aclcheck(relid, role, ACL_SELECT) == ACLCHECK_OK)
+		return;
+	name = GetUserNameFromId(role, true);
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("role \"%s\" may not read table %s", name ? name : "?", get_rel_name(relid)),
+			 errdetail("Projection handlers run as their function's owner, who must have SELECT on it.")));
+}
+
 /* The owner of one of our relations: internal work on it runs as that role */
 Oid
 es_relation_owner(Oid relid)

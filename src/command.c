@@ -10,8 +10,9 @@
  * snapshot, whichever is usable, plus the events after it, folded with the
  * event handler.  Cached states and command-side snapshots carry the
  * registration generation; those of another generation are ignored.
- * Handlers run with the caller's rights; our own writes run as the table
- * owner.
+ * Handlers run in their sandbox (sandbox.c: as their function's owner,
+ * restricted, with their registration's search_path); our own writes run
+ * as the table owner.
  */
 #include "eventsourced.h"
 
@@ -38,7 +39,8 @@
 #define Anum_es_entity_states_state 4
 #define Anum_es_entity_states_generation	5
 #define Anum_es_snapshot_generations_generation 4
-#define Natts_es_state_rows			5
+#define Natts_es_state_rows			5	/* entity_states; the larger of the two */
+#define Natts_es_snapshot_generations	4
 
 /* Everything handle_command() knows about the entity while it decides */
 typedef struct EsCommand
@@ -124,7 +126,7 @@ es_apply_event(EsCommand *c, int64 seq_no, text *event_type, Datum payload,
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("event handler %s returned null", format_procedure(c->reg.event_handler)),
+				 errmsg("event handler %s returned null", format_procedure(c->reg.event_handler.fn)),
 				 errdetail("It was applying event " INT64_FORMAT " (%s) of entity %s.",
 						   seq_no, text_to_cstring(event_type), es_entity_string(&c->entity)),
 				 errhint("Return 'null'::jsonb for an empty state.")));
@@ -136,10 +138,17 @@ es_apply_event(EsCommand *c, int64 seq_no, text *event_type, Datum payload,
 	c->seq_no = seq_no;
 }
 
-/* Fold the stored events after c->seq_no, in order, as the active snapshot sees them */
+/*
+ * Fold the stored events after c->seq_no, in order, as the active snapshot
+ * sees them (runs in the event handler's sandbox).
+ */
 static void
-es_fold_stored_events(EsCommand *c, Relation events, Relation pkey)
+es_fold_stored_events(void *arg)
 {
+	EsCommand  *c = (EsCommand *) arg;
+	const EsCatalog *cat = es_catalog();
+	Relation	events = table_open(cat->events, AccessShareLock);
+	Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
 	TupleTableSlot *slot = table_slot_create(events, NULL);
 	ScanKeyData keys[3];
 	IndexScanDesc scan;
@@ -163,17 +172,19 @@ es_fold_stored_events(EsCommand *c, Relation events, Relation pkey)
 	}
 	index_endscan(scan);
 	ExecDropSingleTupleTableSlot(slot);
+	index_close(pkey, AccessShareLock);
+	table_close(events, AccessShareLock);
 }
 
-/* The entity's row of entity_states or snapshot_generations; false if none */
+/* The entity's row of entity_states or snapshot_generations (natts columns); false if none */
 static bool
-es_state_row(EsCommand *c, Oid heap, Oid index, Datum *values, ItemPointer tid)
+es_state_row(EsCommand *c, Oid heap, Oid index, int natts, Datum *values, ItemPointer tid)
 {
 	ScanKeyData keys[2];
 	bool		nulls[Natts_es_state_rows];
 
 	es_entity_scankeys(keys, &c->entity);
-	return es_fetch_by_key(heap, index, keys, 2, values, nulls, tid);
+	return es_fetch_by_key(heap, index, keys, 2, natts, values, nulls, tid);
 }
 
 /*
@@ -207,7 +218,8 @@ es_start_state(EsCommand *c, int64 last, const Datum *cached)
 		c->state = cached[Anum_es_entity_states_state - 1];
 	}
 	else if (es_load_snapshot(&c->entity, &snap_seq_no, &snap_state) &&
-			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey, values, NULL) &&
+			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey,
+						  Natts_es_snapshot_generations, values, NULL) &&
 			 es_row_current(c, values, Anum_es_snapshot_generations_generation, last) &&
 			 DatumGetInt64(values[Anum_es_state_seq_no - 1]) == snap_seq_no)
 	{
@@ -228,19 +240,12 @@ es_rebuild_state(EsCommand *c)
 	int64		last;
 
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
-									cached, &c->state_tid);
+									Natts_es_state_rows, cached, &c->state_tid);
 	last = es_locked_last_seq_no(&c->entity, c->has_state_row ?
 								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
 	if (c->seq_no < last)
-	{
-		Relation	events = table_open(cat->events, AccessShareLock);
-		Relation	pkey = index_open(cat->events_pkey, AccessShareLock);
-
-		es_fold_stored_events(c, events, pkey);
-		index_close(pkey, AccessShareLock);
-		table_close(events, AccessShareLock);
-	}
+		es_sandbox_run(&c->reg.event_handler.run_as, es_fold_stored_events, c);
 	if (c->seq_no != last)
 		ereport(ERROR,
 				(errcode(ERRCODE_T_R_SERIALIZATION_FAILURE),
@@ -251,17 +256,36 @@ es_rebuild_state(EsCommand *c)
 				 errhint("Retry the transaction.")));
 }
 
+/* A command handler's call: what it is given and what it returns */
+typedef struct EsDecideCall
+{
+	EsCommand  *c;
+	Oid			handler;
+	Datum		args;
+	Datum		result;
+	bool		isnull;
+} EsDecideCall;
+
+/* Call the command handler (runs in its sandbox) */
+static void
+es_decide_call(void *arg)
+{
+	EsDecideCall *call = (EsDecideCall *) arg;
+	FmgrInfo	fn;
+
+	fmgr_info(call->handler, &fn);
+	call->result = es_call_handler(&fn, PointerGetDatum(call->c->entity.id), call->c->state,
+								   call->args, false, &call->isnull);
+}
+
 /* Ask the command handler what to do */
 static void
-es_decide(EsCommand *c, Oid handler, Datum args, EsDecision *d)
+es_decide(EsCommand *c, const EsHandler *handler, Datum args, EsDecision *d)
 {
-	FmgrInfo	fn;
-	bool		isnull;
-	Datum		result;
+	EsDecideCall call = {c, handler->fn, args, (Datum) 0, true};
 
-	fmgr_info(handler, &fn);
-	result = es_call_handler(&fn, PointerGetDatum(c->entity.id), c->state, args, false, &isnull);
-	es_read_decision(result, isnull, handler, d);
+	es_sandbox_run(&handler->run_as, es_decide_call, &call);
+	es_read_decision(call.result, call.isnull, handler->fn, d);
 }
 
 /*
@@ -311,6 +335,30 @@ es_store_state(EsCommand *c, int64 before)
 							values, NULL);
 }
 
+/* The events of a decision to fold, after seq_no before */
+typedef struct EsFoldDecision
+{
+	EsCommand  *c;
+	const EsDecision *d;
+	int64		before;
+} EsFoldDecision;
+
+/* Fold a decision's events into the state (runs in the event handler's sandbox) */
+static void
+es_fold_decision(void *arg)
+{
+	EsFoldDecision *f = (EsFoldDecision *) arg;
+
+	for (int i = 0; i < f->d->nevents; i++)
+	{
+		text	   *event_type;
+		Datum		payload;
+
+		es_decision_event(f->d, i, &event_type, &payload);
+		es_apply_event(f->c, f->before + i + 1, event_type, payload, false);
+	}
+}
+
 /*
  * Append the decision's events (append validates them) and fold them into
  * the state.  Events whose ids the entity already holds were appended by
@@ -319,24 +367,17 @@ es_store_state(EsCommand *c, int64 before)
 static void
 es_apply_decision(EsCommand *c, const EsDecision *d)
 {
-	int64		before = c->seq_no;
+	EsFoldDecision f = {c, d, c->seq_no};
 	int64		last;
 
 	last = DatumGetInt64(DirectFunctionCall4(eventsourced_append_batch,
 											 PointerGetDatum(c->entity.type),
 											 PointerGetDatum(c->entity.id),
-											 Int64GetDatum(before), d->events));
-	if (last != before + d->nevents)
+											 Int64GetDatum(f.before), d->events));
+	if (last != f.before + d->nevents)
 		return;
-	for (int i = 0; i < d->nevents; i++)
-	{
-		text	   *event_type;
-		Datum		payload;
-
-		es_decision_event(d, i, &event_type, &payload);
-		es_apply_event(c, before + i + 1, event_type, payload, false);
-	}
-	es_store_state(c, before);
+	es_sandbox_run(&c->reg.event_handler.run_as, es_fold_decision, &f);
+	es_store_state(c, f.before);
 }
 
 /* Set up the command: lock the entity, read its registration */
@@ -348,7 +389,7 @@ es_command_init(EsCommand *c)
 	es_lock_entity(&c->entity);
 	es_push_command_snapshot();
 	es_cached_entity_type(c->entity.type, &c->reg);
-	fmgr_info(c->reg.event_handler, &c->event_handler);
+	fmgr_info(c->reg.event_handler.fn, &c->event_handler);
 	c->folded = 0;
 	c->cur = 0;
 	for (int i = 0; i < 2; i++)
@@ -364,7 +405,7 @@ eventsourced_handle_command(PG_FUNCTION_ARGS)
 {
 	EsCommand	c;
 	text	   *command;
-	Oid			handler;
+	EsHandler	handler;
 	EsDecision	d;
 	Datum		result;
 
@@ -376,9 +417,9 @@ eventsourced_handle_command(PG_FUNCTION_ARGS)
 				 errmsg("args must not be null"),
 				 errhint("Pass '{}' for a command without arguments.")));
 	es_command_init(&c);
-	handler = es_cached_command(c.entity.type, command);
+	es_cached_command(c.entity.type, command, &handler);
 	es_rebuild_state(&c);
-	es_decide(&c, handler, PG_GETARG_DATUM(3), &d);
+	es_decide(&c, &handler, PG_GETARG_DATUM(3), &d);
 	if (d.accepted && d.nevents > 0)
 		es_apply_decision(&c, &d);
 	result = es_command_result(fcinfo, &d, c.seq_no, c.state);

@@ -14,6 +14,7 @@
 #include "utils/relcache.h"
 #include "utils/tuplestore.h"
 #include "utils/snapshot.h"
+#include "utils/timestamp.h"
 #include "utils/uuid.h"
 
 /* Limits on names, in bytes; they keep index entries well below btree's cap */
@@ -133,6 +134,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
 extern void es_check_select(Oid relid);
+extern void es_check_select_by(Oid relid, Oid role);
 extern Oid	es_relation_owner(Oid relid);
 
 /* validate.c */
@@ -157,12 +159,13 @@ extern void es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *r
 extern bool es_notify_enabled;
 extern void es_notify_init(void);
 extern void es_notify_note(text *entity_type, int64 position);
-extern void es_notify_register_worker(void);
+extern void es_notify_register_worker(bool sends);
 extern int	es_notify_flush(void);
 
 /* projection.c */
 extern void es_projection_init(void);
-extern int32 es_run_projection(text *name, int32 max_events, bool nowait);
+extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
+								TimestampTz deadline, bool *progressed);
 
 /* protoreg.c */
 extern void es_protoreg_init(void);
@@ -218,25 +221,48 @@ typedef struct EsStatement
 	struct _SPI_plan *plan;
 } EsStatement;
 
+/* Whom user code runs as, and with which search_path (sandbox.c) */
+typedef struct EsRunAs
+{
+	Oid			owner;
+	const char *search_path;
+} EsRunAs;
+
+/* A registered handler: the function and how it runs */
+typedef struct EsHandler
+{
+	Oid			fn;
+	EsRunAs		run_as;
+} EsHandler;
+
 /* A registered entity type, its handler resolved and checked */
 typedef struct EsEntityType
 {
-	Oid			event_handler;
+	EsHandler	event_handler;
 	Datum		initial_state;	/* jsonb */
 	int32		snapshot_after; /* 0: no snapshots */
 	int64		generation;
 } EsEntityType;
 
 extern uint64 es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls);
-extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
+extern void es_check_shape(Relation rel, int natts);
+extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys, int natts,
 							Datum *values, bool *nulls, ItemPointer tid);
-extern Oid	es_resolve_handler(Datum signature, bool event_handler);
 extern void es_lookup_entity_type(text *type, EsEntityType *reg);
-extern Oid	es_lookup_command(text *type, text *command);
+extern void es_lookup_command(text *type, text *command, EsHandler *h);
 
 /* regcache.c */
 extern void es_cached_entity_type(text *type, EsEntityType *reg);
-extern Oid	es_cached_command(text *type, text *command);
+extern void es_cached_command(text *type, text *command, EsHandler *h);
+
+/* sandbox.c */
+extern void es_sandbox_run(const EsRunAs *ra, void (*body) (void *arg), void *arg);
+extern char *es_registrant_search_path(void);
+extern Oid	es_function_owner(Oid fn);
+extern void es_check_execute(Oid fn, Oid role);
+extern void es_check_handler_owner(Oid fn, const char *what);
+extern bool es_may_manage(Oid owner, Oid relid);
+extern void es_check_manage(Oid owner, Oid relid, const char *what);
 
 /* decision.c */
 /* What a command handler decided */

@@ -10,6 +10,9 @@
  * worker's latch; the worker sends one coalesced NOTIFY per type.  Without a
  * worker, the appending transaction itself NOTIFYs just before it commits.
  *
+ * Each listed database has one notifier worker, which sends; its
+ * projection workers register too, only to be woken by commits.
+ *
  * Locking: committers never take a lock.  A (database, type) entry is
  * claimed once with a compare-and-swap on its state and never freed; its
  * highest position is raised with compare-and-swap and its "dirty" flag set
@@ -62,6 +65,7 @@ typedef struct EsNotifyEntry
 typedef struct EsNotifyWorker
 {
 	pg_atomic_uint32 dboid;		/* InvalidOid: free */
+	bool		sends;			/* the notifier, else a projection worker (woken only) */
 	pg_atomic_uint32 overflow;	/* a type did not fit: notify "any type" */
 	pg_atomic_uint64 overflow_position;
 	Latch	   *latch;
@@ -185,8 +189,16 @@ es_notify_worker_present(void)
 	if (notify_shared == NULL)
 		return false;
 	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
-		if (pg_atomic_read_u32(&notify_shared->workers[i].dboid) == MyDatabaseId)
-			return true;
+	{
+		EsNotifyWorker *w = &notify_shared->workers[i];
+
+		if (pg_atomic_read_u32(&w->dboid) == MyDatabaseId)
+		{
+			pg_read_barrier();
+			if (w->sends)
+				return true;
+		}
+	}
 	return false;
 }
 
@@ -345,9 +357,12 @@ es_notify_worker_exit(int code, Datum arg)
 	my_worker_slot = -1;
 }
 
-/* A worker announces that it sends this database's notifications */
+/*
+ * A worker asks to be woken by this database's commits; the notifier
+ * (sends) also sends their notifications.
+ */
 void
-es_notify_register_worker(void)
+es_notify_register_worker(bool sends)
 {
 	if (notify_shared == NULL)
 		return;
@@ -359,6 +374,7 @@ es_notify_register_worker(void)
 		if (pg_atomic_read_u32(&w->dboid) == InvalidOid)
 		{
 			w->latch = MyLatch;
+			w->sends = sends;
 			pg_atomic_write_u32(&w->overflow, 0);
 			pg_write_barrier();
 			pg_atomic_write_u32(&w->dboid, MyDatabaseId);
@@ -410,6 +426,7 @@ es_notify_flush(void)
 
 	if (nout > 0 || any_type)
 	{
+		SetCurrentStatementStartTimestamp();
 		StartTransactionCommand();
 		for (int i = 0; i < nout; i++)
 			Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(out[i].type, out[i].position));

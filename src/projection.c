@@ -47,7 +47,8 @@
 #define Anum_es_proj_checkpoint		6
 #define Anum_es_proj_status			7
 #define Anum_es_proj_retries		12
-#define Natts_es_proj				14
+#define Anum_es_proj_search_path	15
+#define Natts_es_proj				15
 
 int			es_projection_max_retries = 3;
 
@@ -58,7 +59,8 @@ typedef struct EsProjection
 	text	   *entity_type;	/* NULL: every type */
 	Oid			handler;
 	char		strategy;		/* 's'top, 'k' skip, 'r'etry */
-	Oid			owner;
+	Oid			owner;			/* the role that created it */
+	EsRunAs		run_as;			/* the handler's owner and the creator's search_path */
 	int64		checkpoint;
 	bool		failed;
 	int32		retries;
@@ -90,8 +92,9 @@ typedef struct EsRunOutcome
 
 static EsStatement insert_projection = {
 	"INSERT INTO eventsourced.projection_state (name, entity_type, handler, "
-	"error_strategy, owner) VALUES ($1, $2, $3::pg_catalog.regprocedure, $4, $5::pg_catalog.regrole)",
-	5, {TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID}
+	"error_strategy, owner, search_path) "
+	"VALUES ($1, $2, $3::pg_catalog.regprocedure, $4, $5::pg_catalog.regrole, $6)",
+	6, {TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID, TEXTOID}
 };
 
 static EsStatement update_projection = {
@@ -118,6 +121,8 @@ static EsStatement delete_projection = {
 	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
 	1, {TEXTOID}
 };
+
+static Oid es_check_projection_handler(Oid fn);
 
 /* 's' for stop, 'k' for skip, 'r' for retry, 0 for anything else */
 static char
@@ -159,7 +164,7 @@ es_read_projection(text *name, EsProjection *p)
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(name));
 	PushActiveSnapshot(GetLatestSnapshot());
 	found = es_fetch_by_key(cat->projection_state, cat->projection_state_pkey,
-							&key, 1, values, nulls, NULL);
+							&key, 1, Natts_es_proj, values, nulls, NULL);
 	PopActiveSnapshot();
 	if (!found)
 		return false;
@@ -169,6 +174,8 @@ es_read_projection(text *name, EsProjection *p)
 	p->handler = DatumGetObjectId(values[Anum_es_proj_handler - 1]);
 	p->strategy = es_strategy_code(TextDatumGetCString(values[Anum_es_proj_strategy - 1]));
 	p->owner = DatumGetObjectId(values[Anum_es_proj_owner - 1]);
+	p->run_as.owner = InvalidOid;	/* es_check_run() */
+	p->run_as.search_path = TextDatumGetCString(values[Anum_es_proj_search_path - 1]);
 	p->checkpoint = DatumGetInt64(values[Anum_es_proj_checkpoint - 1]);
 	p->failed = (*VARDATA_ANY(DatumGetTextPP(values[Anum_es_proj_status - 1])) == 'f');
 	p->retries = DatumGetInt32(values[Anum_es_proj_retries - 1]);
@@ -223,13 +230,11 @@ es_next_events(const EsProjection *p, int32 max_events, int *nevents)
 	return out.events;
 }
 
-/* Call the handler for one event, as the projection's owner */
+/* Call the handler for one event (in the projection's sandbox) */
 static void
 es_call_handler(EsProjection *p, const EsFeedEvent *ev)
 {
 	LOCAL_FCINFO(fcinfo, 5);
-	Oid			save_userid;
-	int			save_sec;
 
 	if (ev->payload_isnull && p->flinfo.fn_strict)
 		return;					/* a strict handler ignores binary events */
@@ -242,20 +247,25 @@ es_call_handler(EsProjection *p, const EsFeedEvent *ev)
 	for (int i = 0; i < 5; i++)
 		fcinfo->args[i].isnull = false;
 	fcinfo->args[3].isnull = ev->payload_isnull;
-	GetUserIdAndSecContext(&save_userid, &save_sec);
-	SetUserIdAndSecContext(p->owner, save_sec | SECURITY_LOCAL_USERID_CHANGE);
 	(void) FunctionCallInvoke(fcinfo);
-	SetUserIdAndSecContext(save_userid, save_sec);
+}
+
+/* Whether a run must stop taking new events: its time slice is used up */
+static bool
+es_past_deadline(TimestampTz deadline)
+{
+	return deadline != 0 && GetCurrentTimestamp() >= deadline;
 }
 
 /*
- * Apply events[from..to) in one subtransaction.  On a handler error the
- * subtransaction is rolled back, *err set, and false returned; a cancel or
- * shutdown is re-thrown.
+ * Apply events[from..to) in one subtransaction, stopping early (after at
+ * least one event) once the deadline has passed; *done is set to the end
+ * of what was applied.  On a handler error the subtransaction is rolled
+ * back, *err set, and false returned; a cancel or shutdown is re-thrown.
  */
 static bool
 es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
-			   ErrorData **err)
+			   TimestampTz deadline, int *done, ErrorData **err)
 {
 	MemoryContext oldcxt = CurrentMemoryContext;
 	ResourceOwner oldowner = CurrentResourceOwner;
@@ -265,8 +275,12 @@ es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
 	MemoryContextSwitchTo(oldcxt);
 	PG_TRY();
 	{
-		for (int i = from; i < to; i++)
-			es_call_handler(p, &events[i]);
+		int			i = from;
+
+		do
+			es_call_handler(p, &events[i++]);
+		while (i < to && !es_past_deadline(deadline));
+		*done = i;
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
@@ -286,15 +300,29 @@ es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
 	return ok;
 }
 
+/*
+ * Errors that say nothing about the event: a deadlock, a serialization
+ * failure, a lock timeout.  The event is tried again by the next run,
+ * whatever the error strategy.
+ */
+static bool
+es_transient_error(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_TRANSACTION_ROLLBACK ||
+		sqlerrcode == ERRCODE_LOCK_NOT_AVAILABLE;
+}
+
 /* Apply events one by one, following the error strategy at a failure */
 static void
-es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, EsRunOutcome *out)
+es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, TimestampTz deadline,
+			  EsRunOutcome *out)
 {
-	for (int i = 0; i < n; i++)
+	for (int i = 0; i < n && (i == 0 || !es_past_deadline(deadline)); i++)
 	{
 		ErrorData  *err;
+		int			done;
 
-		if (es_apply_range(p, events, i, i + 1, &err))
+		if (es_apply_range(p, events, i, i + 1, 0, &done, &err))
 		{
 			out->applied++;
 			out->checkpoint = events[i].position;
@@ -304,6 +332,8 @@ es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, EsRunOutcome *o
 		out->last_error = psprintf("%s (SQLSTATE %s)", err->message,
 								   unpack_sql_state(err->sqlerrcode));
 		out->last_error_position = events[i].position;
+		if (es_transient_error(err->sqlerrcode))
+			return;
 		if (p->strategy == 'k')
 		{
 			out->errors++;
@@ -335,20 +365,80 @@ es_store_outcome(const EsProjection *p, const EsRunOutcome *out)
 	(void) es_exec_as_owner(es_catalog()->projection_state, &update_projection, values, nulls);
 }
 
-/*
- * Run a projection once: apply up to max_events events in the caller's
- * transaction.  Returns the number applied; with nowait, -1 when another run
- * holds the projection and 0 when it no longer exists.
- */
-int32
-es_run_projection(text *name, int32 max_events, bool nowait)
+/* One run of a projection: what it was asked and what it did */
+typedef struct EsProjectionRun
 {
-	EsProjection p;
-	EsRunOutcome out = {0};
+	EsProjection *p;
+	int32		max_events;
+	TimestampTz deadline;
+	EsRunOutcome out;
+} EsProjectionRun;
+
+/*
+ * Read the next events and apply them (runs in the projection's sandbox:
+ * the feed is read with its handler owner's rights, row-level security
+ * included).
+ */
+static void
+es_projection_batch(void *arg)
+{
+	EsProjectionRun *run = (EsProjectionRun *) arg;
+	EsProjection *p = run->p;
 	EsFeedEvent *events;
 	int			n;
+	int			done;
 	ErrorData  *err;
 
+	es_check_select(es_catalog()->events);
+	events = es_next_events(p, run->max_events, &n);
+	if (n == 0)
+		return;
+	fmgr_info(p->handler, &p->flinfo);
+	run->out.checkpoint = p->checkpoint;
+	run->out.retries = p->retries;
+	if (es_apply_range(p, events, 0, n, run->deadline, &done, &err))
+	{
+		run->out.applied = done;
+		run->out.checkpoint = events[done - 1].position;
+		run->out.retries = 0;
+	}
+	else
+		es_apply_each(p, events, n, run->deadline, &run->out);
+	es_store_outcome(p, &run->out);
+}
+
+/*
+ * What every run checks: the caller may run it (its owner, a member, the
+ * extension's owner or a superuser), its handler still exists with the
+ * right signature, and the handler's owner, whom it runs as, may execute
+ * it.
+ */
+static void
+es_check_run(EsProjection *p)
+{
+	es_check_manage(p->owner, es_catalog()->projection_state,
+					psprintf("projection \"%s\"", text_to_cstring(p->name)));
+	(void) es_check_projection_handler(p->handler);
+	p->run_as.owner = es_function_owner(p->handler);
+	es_check_execute(p->handler, p->run_as.owner);
+}
+
+/*
+ * Run a projection once: apply up to max_events events in the caller's
+ * transaction, stopping early once deadline (if not 0) has passed.
+ * Returns the number applied, and sets *progressed (if given) when the
+ * checkpoint moved; with nowait, -1 when another run holds the projection
+ * and 0 when it no longer exists.
+ */
+int32
+es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadline,
+				  bool *progressed)
+{
+	EsProjection p;
+	EsProjectionRun run = {&p, max_events, deadline, {0}};
+
+	if (progressed)
+		*progressed = false;
 	if (!es_lock_projection(name, nowait))
 		return -1;
 	if (!es_read_projection(name, &p))
@@ -357,25 +447,14 @@ es_run_projection(text *name, int32 max_events, bool nowait)
 			return 0;
 		es_report_no_projection(name);
 	}
+	es_check_run(&p);
 	if (p.failed)
 		return 0;
-	events = es_next_events(&p, max_events, &n);
-	if (n == 0)
-		return 0;
-
-	fmgr_info(p.handler, &p.flinfo);
-	out.checkpoint = p.checkpoint;
-	out.retries = p.retries;
-	if (es_apply_range(&p, events, 0, n, &err))
-	{
-		out.applied = n;
-		out.checkpoint = events[n - 1].position;
-		out.retries = 0;
-	}
-	else
-		es_apply_each(&p, events, n, &out);
-	es_store_outcome(&p, &out);
-	return out.applied;
+	run.out.checkpoint = p.checkpoint;
+	es_sandbox_run(&p.run_as, es_projection_batch, &run);
+	if (progressed)
+		*progressed = (run.out.checkpoint != p.checkpoint);
+	return run.out.applied;
 }
 
 /* A projection handler: (text, bigint, text, jsonb, bigint) RETURNS void */
@@ -420,7 +499,11 @@ es_strategy_arg(FunctionCallInfo fcinfo, int argno)
 
 PG_FUNCTION_INFO_V1(eventsourced_create_projection);
 
-/* create_projection(name, entity_type, handler, error_strategy) */
+/*
+ * create_projection(name, entity_type, handler, error_strategy).  The
+ * creator must own the handler; it runs as its owner, who must be allowed
+ * to read the events and execute it.
+ */
 Datum
 eventsourced_create_projection(PG_FUNCTION_ARGS)
 {
@@ -428,19 +511,26 @@ eventsourced_create_projection(PG_FUNCTION_ARGS)
 	text	   *type = PG_ARGISNULL(1) ? NULL :
 		es_name_arg(fcinfo, 1, "entity_type", ES_MAX_TYPE_LEN);
 	Oid			handler;
-	Datum		values[5];
-	bool		nulls[5] = {false, type == NULL, false, false, false};
+	Oid			runner;
+	Datum		values[6];
+	bool		nulls[6] = {false, type == NULL, false, false, false, false};
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("projection handler must not be null")));
 	handler = es_check_projection_handler(PG_GETARG_OID(2));
+	values[3] = PointerGetDatum(es_strategy_arg(fcinfo, 3));
+	PreventCommandIfReadOnly("eventsourced.create_projection()");
+	es_check_handler_owner(handler, "a projection handler");
+	runner = es_function_owner(handler);
+	es_check_execute(handler, runner);
+	es_check_select_by(es_catalog()->events, runner);
 	values[0] = PointerGetDatum(name);
 	values[1] = type ? PointerGetDatum(type) : (Datum) 0;
 	values[2] = ObjectIdGetDatum(handler);
-	values[3] = PointerGetDatum(es_strategy_arg(fcinfo, 3));
 	values[4] = ObjectIdGetDatum(GetUserId());
+	values[5] = CStringGetTextDatum(es_registrant_search_path());
 	if (!es_lock_projection(name, false) || es_read_projection(name, &(EsProjection) {0}))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),
@@ -465,7 +555,23 @@ eventsourced_run_projection(PG_FUNCTION_ARGS)
 				 errmsg("max_events must not be negative"),
 				 errdetail("max_events was %d.", max_events)));
 	PreventCommandIfReadOnly("eventsourced.run_projection()");
-	PG_RETURN_INT32(es_run_projection(name, max_events, false));
+	PG_RETURN_INT32(es_run_projection(name, max_events, false, 0, NULL));
+}
+
+/*
+ * Lock a projection and read its row for a change by the current user,
+ * who must be allowed to manage it.
+ */
+static void
+es_projection_for_change(text *name)
+{
+	EsProjection p;
+
+	(void) es_lock_projection(name, false);
+	if (!es_read_projection(name, &p))
+		es_report_no_projection(name);
+	es_check_manage(p.owner, es_catalog()->projection_state,
+					psprintf("projection \"%s\"", text_to_cstring(name)));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_reset_projection);
@@ -482,11 +588,10 @@ eventsourced_reset_projection(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("pos must be a position, 0 or more"),
 				 errhint("Pass 0 to replay the whole feed.")));
-	(void) es_lock_projection(name, false);
+	es_projection_for_change(name);
 	values[0] = PointerGetDatum(name);
 	values[1] = PG_GETARG_DATUM(1);
-	if (es_exec_as_owner(es_catalog()->projection_state, &reset_projection, values, NULL) == 0)
-		es_report_no_projection(name);
+	(void) es_exec_as_owner(es_catalog()->projection_state, &reset_projection, values, NULL);
 	PG_RETURN_VOID();
 }
 
@@ -499,10 +604,9 @@ eventsourced_drop_projection(PG_FUNCTION_ARGS)
 	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
 	Datum		values[1];
 
-	(void) es_lock_projection(name, false);
+	es_projection_for_change(name);
 	values[0] = PointerGetDatum(name);
-	if (es_exec_as_owner(es_catalog()->projection_state, &delete_projection, values, NULL) == 0)
-		es_report_no_projection(name);
+	(void) es_exec_as_owner(es_catalog()->projection_state, &delete_projection, values, NULL);
 	PG_RETURN_VOID();
 }
 

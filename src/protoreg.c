@@ -19,6 +19,7 @@
 #include "funcapi.h"
 #include "miscadmin.h"
 #include "tcop/utility.h"
+#include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
 #include "utils/jsonb.h"
@@ -181,6 +182,26 @@ es_text_srf(FunctionCallInfo fcinfo)
 	return rsinfo->setResult;
 }
 
+/*
+ * Message type names are shared by every role of the database, and the
+ * first definition of a name wins: registering is the extension owner's
+ * act (a member of that role, or a superuser), whatever EXECUTE grants say.
+ */
+static void
+es_check_protobuf_registrar(void)
+{
+	Oid			owner = es_relation_owner(es_catalog()->protobuf_descriptors);
+
+	if (has_privs_of_role(GetUserId(), owner))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("permission denied to register a protobuf descriptor set"),
+			 errdetail("Registered message types are shared by every role of the database."),
+			 errhint("Ask a member of role \"%s\", the extension's owner, to register it.",
+					 GetUserNameFromId(owner, false))));
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_register_protobuf);
 
 /*
@@ -206,6 +227,7 @@ eventsourced_register_protobuf(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("descriptor_set must not be null")));
 	PreventCommandIfReadOnly("eventsourced.register_protobuf()");
+	es_check_protobuf_registrar();
 	set = PG_GETARG_BYTEA_PP(0);
 	es_pb_check_size(set, ES_PB_MAX_DESCRIPTOR_SET, "descriptor set");
 	store = es_text_srf(fcinfo);

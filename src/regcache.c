@@ -39,7 +39,7 @@ typedef struct EsRegKey
 typedef struct EsRegEntry
 {
 	EsRegKey	key;
-	Oid			handler;		/* the command handler, or the event handler */
+	EsHandler	handler;		/* the command handler, or the event handler */
 	EsEntityType reg;			/* entity types only; initial_state in reg_cxt */
 } EsRegEntry;
 
@@ -86,6 +86,7 @@ es_regcache(void)
 		CacheRegisterSyscacheCallback(PROCOID, es_regcache_syscache_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(NAMESPACEOID, es_regcache_syscache_callback, (Datum) 0);
 		CacheRegisterSyscacheCallback(TYPEOID, es_regcache_syscache_callback, (Datum) 0);
+		CacheRegisterSyscacheCallback(AUTHOID, es_regcache_syscache_callback, (Datum) 0);
 	}
 	else
 	{
@@ -112,14 +113,12 @@ es_regcache_key(EsRegKey *key, text *type, text *command)
 		text_to_cstring_buffer(command, key->command, sizeof(key->command));
 }
 
-/* EXECUTE on a cached handler, for the current user */
+/* A handler copied into cxt (its search_path string with it) */
 static void
-es_regcache_check_acl(Oid fn)
+es_regcache_copy_handler(EsHandler *dst, const EsHandler *src, MemoryContext cxt)
 {
-	AclResult	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
-
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
+	*dst = *src;
+	dst->run_as.search_path = MemoryContextStrdup(cxt, src->run_as.search_path);
 }
 
 /*
@@ -137,7 +136,7 @@ es_regcache_read(Oid relid, text *type, text *command, EsRegEntry *out)
 	invals = reg_invals;
 	PushActiveSnapshot(GetLatestSnapshot());
 	if (command)
-		out->handler = es_lookup_command(type, command);
+		es_lookup_command(type, command, &out->handler);
 	else
 	{
 		es_lookup_entity_type(type, &out->reg);
@@ -148,7 +147,11 @@ es_regcache_read(Oid relid, text *type, text *command, EsRegEntry *out)
 	return invals == reg_invals;
 }
 
-/* The registration of an entity type (cached), in the caller's memory; its event handler checked */
+/*
+ * The registration of an entity type (cached), in the caller's memory (the
+ * cache may be emptied meanwhile); its handler's owner must still hold
+ * EXECUTE on it.
+ */
 void
 es_cached_entity_type(text *type, EsEntityType *reg)
 {
@@ -159,31 +162,34 @@ es_cached_entity_type(text *type, EsEntityType *reg)
 
 	es_regcache_key(&key, type, NULL);
 	e = hash_search(es_regcache(), &key, HASH_FIND, NULL);
-	if (e != NULL)
+	if (e == NULL)
 	{
-		/* the caller gets its own copy: the cache may be emptied meanwhile */
-		es_regcache_check_acl(e->handler);
-		*reg = e->reg;
-		reg->initial_state = datumCopy(e->reg.initial_state, false, -1);
-		return;
+		if (!es_regcache_read(es_catalog()->entity_types, type, NULL, &fresh))
+		{
+			*reg = fresh.reg;
+			es_check_execute(reg->event_handler.fn, reg->event_handler.run_as.owner);
+			return;
+		}
+		e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
+		e->reg = fresh.reg;
+		es_regcache_copy_handler(&e->reg.event_handler, &fresh.reg.event_handler, reg_cxt);
+		old = MemoryContextSwitchTo(reg_cxt);
+		e->reg.initial_state = datumCopy(fresh.reg.initial_state, false, -1);
+		MemoryContextSwitchTo(old);
 	}
-	if (!es_regcache_read(es_catalog()->entity_types, type, NULL, &fresh))
-	{
-		*reg = fresh.reg;
-		return;
-	}
-	e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
-	e->handler = fresh.handler;
-	e->reg = fresh.reg;
-	old = MemoryContextSwitchTo(reg_cxt);
-	e->reg.initial_state = datumCopy(fresh.reg.initial_state, false, -1);
-	MemoryContextSwitchTo(old);
-	*reg = fresh.reg;
+	*reg = e->reg;
+	es_regcache_copy_handler(&reg->event_handler, &e->reg.event_handler, CurrentMemoryContext);
+	reg->initial_state = datumCopy(e->reg.initial_state, false, -1);
+	es_check_execute(reg->event_handler.fn, reg->event_handler.run_as.owner);
 }
 
-/* The command handler registered for (type, command) (cached), checked */
-Oid
-es_cached_command(text *type, text *command)
+/*
+ * The command handler registered for (type, command) (cached), in the
+ * caller's memory; the caller and the handler's owner must hold EXECUTE on
+ * it.
+ */
+void
+es_cached_command(text *type, text *command, EsHandler *h)
 {
 	EsRegKey	key;
 	EsRegEntry *e;
@@ -192,16 +198,18 @@ es_cached_command(text *type, text *command)
 	es_regcache_key(&key, type, command);
 	e = hash_search(es_regcache(), &key, HASH_FIND, NULL);
 	if (e != NULL)
+		es_regcache_copy_handler(h, &e->handler, CurrentMemoryContext);
+	else
 	{
-		es_regcache_check_acl(e->handler);
-		return e->handler;
+		if (es_regcache_read(es_catalog()->commands, type, command, &fresh))
+		{
+			e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
+			es_regcache_copy_handler(&e->handler, &fresh.handler, reg_cxt);
+		}
+		*h = fresh.handler;
 	}
-	if (es_regcache_read(es_catalog()->commands, type, command, &fresh))
-	{
-		e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
-		e->handler = fresh.handler;
-	}
-	return fresh.handler;
+	es_check_execute(h->fn, GetUserId());
+	es_check_execute(h->fn, h->run_as.owner);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_registry_changed);

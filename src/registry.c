@@ -26,6 +26,7 @@
 #include "common/hashfn.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -44,11 +45,15 @@
 #define Anum_es_entity_types_initial_state	4
 #define Anum_es_entity_types_snapshot_after 5
 #define Anum_es_entity_types_generation		6
-#define Natts_es_entity_types				6
+#define Anum_es_entity_types_owner			7
+#define Anum_es_entity_types_search_path	8
+#define Natts_es_entity_types				8
 
 /* Attribute numbers of eventsourced.commands */
 #define Anum_es_commands_handler	3
-#define Natts_es_commands			3
+#define Anum_es_commands_owner		4
+#define Anum_es_commands_search_path	5
+#define Natts_es_commands			5
 
 /* Longest handler signature the backend caches (longer ones are resolved each time) */
 #define ES_MAX_SIGNATURE_LEN	512
@@ -84,25 +89,28 @@ static const EsSignature command_handler_sig = {
 
 static EsStatement upsert_entity_type = {
 	"INSERT INTO eventsourced.entity_types AS t (entity_type, event_handler, "
-	"event_handler_hash, initial_state, snapshot_after, generation) "
+	"event_handler_hash, initial_state, snapshot_after, generation, owner, search_path) "
 	"VALUES ($1, $2, $3, $4, $5, "
-	"pg_catalog.nextval('eventsourced.generation_seq'::pg_catalog.regclass)) "
+	"pg_catalog.nextval('eventsourced.generation_seq'::pg_catalog.regclass), "
+	"$6::pg_catalog.regrole, $7) "
 	"ON CONFLICT (entity_type) DO UPDATE SET event_handler = excluded.event_handler, "
 	"event_handler_hash = excluded.event_handler_hash, "
 	"initial_state = excluded.initial_state, snapshot_after = excluded.snapshot_after, "
+	"owner = excluded.owner, search_path = excluded.search_path, "
 	"generation = CASE WHEN t.event_handler OPERATOR(pg_catalog.=) excluded.event_handler "
 	"AND t.event_handler_hash OPERATOR(pg_catalog.=) excluded.event_handler_hash "
 	"AND t.initial_state OPERATOR(pg_catalog.=) excluded.initial_state "
+	"AND t.search_path OPERATOR(pg_catalog.=) excluded.search_path "
 	"THEN t.generation ELSE excluded.generation END",
-	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID}
+	7, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID, OIDOID, TEXTOID}
 };
 
 static EsStatement upsert_command = {
-	"INSERT INTO eventsourced.commands AS c (entity_type, command, handler) "
-	"SELECT $1, $2, $3 WHERE EXISTS (SELECT FROM eventsourced.entity_types t "
-	"WHERE t.entity_type OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\") "
-	"ON CONFLICT (entity_type, command) DO UPDATE SET handler = excluded.handler",
-	3, {TEXTOID, TEXTOID, TEXTOID}
+	"INSERT INTO eventsourced.commands AS c (entity_type, command, handler, owner, search_path) "
+	"VALUES ($1, $2, $3, $4::pg_catalog.regrole, $5) "
+	"ON CONFLICT (entity_type, command) DO UPDATE SET handler = excluded.handler, "
+	"owner = excluded.owner, search_path = excluded.search_path",
+	5, {TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID}
 };
 
 /* Run one statement on our tables as the owner of relid; returns rows processed */
@@ -139,22 +147,41 @@ es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls)
 	return processed;
 }
 
+/* Refuse to read or write one of our tables whose columns are not the expected ones */
+void
+es_check_shape(Relation rel, int natts)
+{
+	if (RelationGetDescr(rel)->natts == natts)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("table %s does not have the columns this version of eventsourced expects",
+					RelationGetRelationName(rel)),
+			 errdetail("It has %d columns; %d are expected.", RelationGetDescr(rel)->natts, natts),
+			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change to the table.")));
+}
+
 /*
  * Fetch the row of heap whose index entry matches the keys, as the active
- * snapshot sees it, into values/nulls, which have room for every column
- * (varlenas detoasted, in the current memory context); false when there is
- * none.
+ * snapshot sees it, into values/nulls, which have room for natts columns,
+ * the table's shape (varlenas detoasted, in the current memory context);
+ * false when there is none.
  */
 bool
-es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys,
+es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys, int natts,
 				Datum *values, bool *nulls, ItemPointer tid)
 {
 	Relation	heap = table_open(heapid, AccessShareLock);
-	Relation	index = index_open(indexid, AccessShareLock);
-	TupleTableSlot *slot = table_slot_create(heap, NULL);
+	Relation	index;
+	TupleTableSlot *slot;
 	TupleDesc	desc = RelationGetDescr(heap);
-	IndexScanDesc scan = index_beginscan(heap, index, GetActiveSnapshot(), nkeys, 0);
+	IndexScanDesc scan;
 	bool		found;
+
+	es_check_shape(heap, natts);
+	index = index_open(indexid, AccessShareLock);
+	slot = table_slot_create(heap, NULL);
+	scan = index_beginscan(heap, index, GetActiveSnapshot(), nkeys, 0);
 
 	index_rescan(scan, keys, nkeys, NULL, 0);
 	found = index_getnext_slot(scan, ForwardScanDirection, slot);
@@ -410,21 +437,13 @@ es_lookup_signature(Datum signature, const EsSignature *sig)
 	return fn;
 }
 
-/*
- * Resolve a stored handler signature and check it again as the caller will
- * run it: same form as at registration, and EXECUTE granted to the caller.
- */
-Oid
-es_resolve_handler(Datum signature, bool event_handler)
+/* A stored handler signature resolved and checked again: same form as at registration */
+static Oid
+es_resolve_handler(Datum signature, const EsSignature *sig)
 {
-	const EsSignature *sig = event_handler ? &event_handler_sig : &command_handler_sig;
 	Oid			fn = es_lookup_signature(signature, sig);
-	AclResult	acl;
 
 	es_check_handler(fn, sig, NULL);
-	acl = pg_proc_aclcheck(fn, GetUserId(), ACL_EXECUTE);
-	if (acl != ACLCHECK_OK)
-		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
 	return fn;
 }
 
@@ -438,46 +457,88 @@ es_report_unregistered(text *type)
 			 errhint("Register it with eventsourced.register_entity().")));
 }
 
+/* A registered handler from its row: the function, whom it runs as, and how */
+static void
+es_handler_from_row(const Datum *values, int fn_attno, int path_attno,
+					const EsSignature *sig, EsHandler *h)
+{
+	h->fn = es_resolve_handler(values[fn_attno - 1], sig);
+	h->run_as.owner = es_function_owner(h->fn);
+	h->run_as.search_path = TextDatumGetCString(values[path_attno - 1]);
+}
+
+/* The registration of an entity type, as the active snapshot sees it; false if none */
+static bool
+es_fetch_entity_type(text *type, Datum *values, bool *nulls)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData key;
+
+	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
+	return es_fetch_by_key(cat->entity_types, cat->entity_types_pkey, &key, 1,
+						   Natts_es_entity_types, values, nulls, NULL);
+}
+
 /* The registration of an entity type, as the active snapshot sees it */
 void
 es_lookup_entity_type(text *type, EsEntityType *reg)
 {
-	const EsCatalog *cat = es_catalog();
-	ScanKeyData key;
 	Datum		values[Natts_es_entity_types];
 	bool		nulls[Natts_es_entity_types];
 
-	ScanKeyEntryInitialize(&key, 0, 1, BTEqualStrategyNumber, InvalidOid,
-						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
-	if (!es_fetch_by_key(cat->entity_types, cat->entity_types_pkey, &key, 1, values, nulls, NULL))
+	if (!es_fetch_entity_type(type, values, nulls))
 		es_report_unregistered(type);
-	reg->event_handler = es_resolve_handler(values[Anum_es_entity_types_event_handler - 1], true);
+	es_handler_from_row(values, Anum_es_entity_types_event_handler,
+						Anum_es_entity_types_search_path, &event_handler_sig,
+						&reg->event_handler);
 	reg->initial_state = values[Anum_es_entity_types_initial_state - 1];
 	reg->snapshot_after = nulls[Anum_es_entity_types_snapshot_after - 1] ? 0 :
 		DatumGetInt32(values[Anum_es_entity_types_snapshot_after - 1]);
 	reg->generation = DatumGetInt64(values[Anum_es_entity_types_generation - 1]);
 }
 
-/* The command handler registered for (type, command) */
-Oid
-es_lookup_command(text *type, text *command)
+/* The row of command (type, command) as the active snapshot sees it; false if none */
+static bool
+es_fetch_command(text *type, text *command, Datum *values, bool *nulls)
 {
 	const EsCatalog *cat = es_catalog();
 	ScanKeyData keys[2];
-	Datum		values[Natts_es_commands];
-	bool		nulls[Natts_es_commands];
 
 	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(type));
 	ScanKeyEntryInitialize(&keys[1], 0, 2, BTEqualStrategyNumber, InvalidOid,
 						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(command));
-	if (!es_fetch_by_key(cat->commands, cat->commands_pkey, keys, 2, values, nulls, NULL))
+	return es_fetch_by_key(cat->commands, cat->commands_pkey, keys, 2, Natts_es_commands,
+						   values, nulls, NULL);
+}
+
+/* The command handler registered for (type, command) */
+void
+es_lookup_command(text *type, text *command, EsHandler *h)
+{
+	Datum		values[Natts_es_commands];
+	bool		nulls[Natts_es_commands];
+
+	if (!es_fetch_command(type, command, values, nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
 				 errmsg("entity type \"%s\" has no command \"%s\"",
 						text_to_cstring(type), text_to_cstring(command)),
 				 errhint("Register it with eventsourced.register_command().")));
-	return es_resolve_handler(values[Anum_es_commands_handler - 1], false);
+	es_handler_from_row(values, Anum_es_commands_handler, Anum_es_commands_search_path,
+						&command_handler_sig, h);
+}
+
+/*
+ * Serialize registrations in relid and read with a snapshot taken after
+ * the lock, so the owner checked is the one the upsert replaces.
+ */
+static void
+es_lock_registrations(Oid relid)
+{
+	LockRelationOid(relid, ShareRowExclusiveLock);
+	PushActiveSnapshot(GetLatestSnapshot());
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_register_entity);
@@ -486,11 +547,12 @@ PG_FUNCTION_INFO_V1(eventsourced_register_entity);
 Datum
 eventsourced_register_entity(PG_FUNCTION_ARGS)
 {
+	const EsCatalog *cat = es_catalog();
 	text	   *type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
 	int64		hash;
 	Oid			handler = es_handler_arg(fcinfo, 1, &event_handler_sig, &hash);
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, false, PG_ARGISNULL(3)};
+	Datum		values[Natts_es_entity_types];
+	bool		nulls[Natts_es_entity_types] = {false, false, false, false, PG_ARGISNULL(3)};
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -499,14 +561,46 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 				 errhint("Use 'null'::jsonb for an entity that starts without state.")));
 	es_check_snapshot_after(fcinfo, 3);
 	PreventCommandIfReadOnly("eventsourced.register_entity()");
+	es_check_handler_owner(handler, "an event handler");
 
+	es_lock_registrations(cat->entity_types);
+	if (es_fetch_entity_type(type, values, nulls))
+		es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]),
+						cat->entity_types,
+						psprintf("entity type \"%s\"", text_to_cstring(type)));
+	PopActiveSnapshot();
 	values[0] = PointerGetDatum(type);
 	values[1] = CStringGetTextDatum(format_procedure_qualified(handler));
 	values[2] = Int64GetDatum(hash);
 	values[3] = PG_GETARG_DATUM(2);
 	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
-	(void) es_exec_as_owner(es_catalog()->entity_types, &upsert_entity_type, values, nulls);
+	values[5] = ObjectIdGetDatum(GetUserId());
+	values[6] = CStringGetTextDatum(es_registrant_search_path());
+	nulls[4] = PG_ARGISNULL(3);
+	nulls[5] = nulls[6] = false;
+	(void) es_exec_as_owner(cat->entity_types, &upsert_entity_type, values, nulls);
 	PG_RETURN_VOID();
+}
+
+/*
+ * Adding or replacing a command takes the right to manage the entity type
+ * and, when the command exists, the command.
+ */
+static void
+es_check_command_manage(text *type, text *command)
+{
+	const EsCatalog *cat = es_catalog();
+	Datum		values[Natts_es_entity_types];
+	bool		nulls[Natts_es_entity_types];
+
+	if (!es_fetch_entity_type(type, values, nulls))
+		es_report_unregistered(type);
+	es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]), cat->entity_types,
+					psprintf("entity type \"%s\"", text_to_cstring(type)));
+	if (es_fetch_command(type, command, values, nulls))
+		es_check_manage(DatumGetObjectId(values[Anum_es_commands_owner - 1]), cat->entity_types,
+						psprintf("command \"%s\" of entity type \"%s\"",
+								 text_to_cstring(command), text_to_cstring(type)));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_register_command);
@@ -515,17 +609,24 @@ PG_FUNCTION_INFO_V1(eventsourced_register_command);
 Datum
 eventsourced_register_command(PG_FUNCTION_ARGS)
 {
+	const EsCatalog *cat = es_catalog();
 	text	   *type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
 	text	   *command = es_name_arg(fcinfo, 1, "command", ES_MAX_TYPE_LEN);
 	int64		hash;
 	Oid			handler = es_handler_arg(fcinfo, 2, &command_handler_sig, &hash);
-	Datum		values[3];
+	Datum		values[5];
 
 	PreventCommandIfReadOnly("eventsourced.register_command()");
+	es_check_handler_owner(handler, "a command handler");
+	LockRelationOid(cat->entity_types, ShareLock);
+	es_lock_registrations(cat->commands);
+	es_check_command_manage(type, command);
+	PopActiveSnapshot();
 	values[0] = PointerGetDatum(type);
 	values[1] = PointerGetDatum(command);
 	values[2] = CStringGetTextDatum(format_procedure_qualified(handler));
-	if (es_exec_as_owner(es_catalog()->commands, &upsert_command, values, NULL) == 0)
-		es_report_unregistered(type);
+	values[3] = ObjectIdGetDatum(GetUserId());
+	values[4] = CStringGetTextDatum(es_registrant_search_path());
+	(void) es_exec_as_owner(cat->commands, &upsert_command, values, NULL);
 	PG_RETURN_VOID();
 }

@@ -96,7 +96,8 @@ es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state, bool *bin
 	bool		nulls[Natts_es_snapshots];
 
 	es_entity_scankeys(keys, entity);
-	if (!es_fetch_by_key(cat->snapshots, cat->snapshots_pkey, keys, 2, values, nulls, NULL))
+	if (!es_fetch_by_key(cat->snapshots, cat->snapshots_pkey, keys, 2, Natts_es_snapshots,
+						 values, nulls, NULL))
 		return false;
 	*seq_no = DatumGetInt64(values[Anum_es_snapshots_seq_no - 1]);
 	*binary = nulls[Anum_es_snapshots_state - 1];

@@ -1,10 +1,21 @@
 /*
  * worker.c
  *		Background workers (library preloaded): for each database listed in
- *		eventsourced.worker_databases, eventsourced.projection_workers
- *		workers send the coalesced commit notifications and keep every
- *		running projection current.  Committing appenders wake them through
- *		their latch; eventsourced.worker_naptime is only the fallback poll.
+ *		eventsourced.worker_databases, one notifier sends the coalesced
+ *		commit notifications, and eventsourced.projection_workers workers
+ *		keep every running projection current.  Committing appenders wake
+ *		them through their latch; eventsourced.worker_naptime is only the
+ *		fallback poll.
+ *
+ * Notifications have a process of their own, so no projection handler,
+ * however slow, delays them.  Projection workers take the projections in
+ * turns, one batch each, and a batch ends once it has run for
+ * ES_WORKER_SLICE_MS (after at least one event), so one slow projection
+ * holds the others back for at most one handler call plus the slice.
+ * Handlers run in their sandbox (sandbox.c), so nothing one owner's handler
+ * does in the worker's session reaches another owner's.  Like a client
+ * session, a worker sets the statement start time of each transaction
+ * (now() in handlers) and reports its table statistics (autovacuum).
  *
  * A worker whose database or extension does not exist (yet, or any more)
  * waits and retries: the postmaster restarts a worker that could not
@@ -34,8 +45,11 @@
 
 #define ES_MAX_WORKERS_PER_DB	8
 #define ES_WORKER_BATCH			1000
-#define ES_WORKER_MAX_BATCHES	10		/* per projection per pass */
+#define ES_WORKER_SLICE_MS		100		/* a batch's time before it yields */
 #define ES_WORKER_RESTART_SECS	2
+
+/* bgw_main_arg: database index * ES_WORKER_KINDS + kind; kind 0 is the notifier */
+#define ES_WORKER_KINDS			(ES_MAX_WORKERS_PER_DB + 1)
 
 PGDLLEXPORT void eventsourced_worker_main(Datum arg);
 
@@ -59,31 +73,37 @@ es_worker_database_list(void)
 	return names;
 }
 
-/* Register the static workers, one set per listed database */
+/* Register one worker of a listed database: kind 0 the notifier, k > 0 projection worker k */
+static void
+es_worker_register(int db, const char *dbname, int kind)
+{
+	BackgroundWorker worker;
+
+	memset(&worker, 0, sizeof(worker));
+	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker.bgw_restart_time = ES_WORKER_RESTART_SECS;
+	strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
+	strlcpy(worker.bgw_function_name, "eventsourced_worker_main", BGW_MAXLEN);
+	if (kind == 0)
+		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced notifier for %s", dbname);
+	else
+		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced worker %d for %s", kind, dbname);
+	strlcpy(worker.bgw_type, kind == 0 ? "eventsourced notifier" : "eventsourced worker",
+			BGW_MAXLEN);
+	worker.bgw_main_arg = Int32GetDatum(db * ES_WORKER_KINDS + kind);
+	RegisterBackgroundWorker(&worker);
+}
+
+/* Register the static workers: a notifier and the projection workers of each listed database */
 static void
 es_worker_register_all(void)
 {
 	List	   *dbs = es_worker_database_list();
 
 	for (int d = 0; d < list_length(dbs); d++)
-	{
-		for (int k = 0; k < projection_workers; k++)
-		{
-			BackgroundWorker worker;
-
-			memset(&worker, 0, sizeof(worker));
-			worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-			worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-			worker.bgw_restart_time = ES_WORKER_RESTART_SECS;
-			strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
-			strlcpy(worker.bgw_function_name, "eventsourced_worker_main", BGW_MAXLEN);
-			snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced worker %d for %s",
-					 k + 1, (char *) list_nth(dbs, d));
-			strlcpy(worker.bgw_type, "eventsourced worker", BGW_MAXLEN);
-			worker.bgw_main_arg = Int32GetDatum(d);
-			RegisterBackgroundWorker(&worker);
-		}
-	}
+		for (int k = 0; k <= projection_workers; k++)
+			es_worker_register(d, (char *) list_nth(dbs, d), k);
 }
 
 /*
@@ -120,6 +140,7 @@ es_worker_projection_names(MemoryContext cxt)
 {
 	List	   *names = NIL;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	if (OidIsValid(get_extension_oid("eventsourced", true)))
@@ -144,20 +165,27 @@ es_worker_projection_names(MemoryContext cxt)
 	return names;
 }
 
-/* One batch of one projection in its own transaction; events applied */
-static int32
+/*
+ * One batch of one projection in its own transaction, at most one time
+ * slice long; whether its checkpoint moved.
+ */
+static bool
 es_worker_run_batch(const char *name)
 {
-	int32		n;
+	bool		progressed;
 
+	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
 	pgstat_report_activity(STATE_RUNNING, name);
-	n = es_run_projection(cstring_to_text(name), ES_WORKER_BATCH, true);
+	(void) es_run_projection(cstring_to_text(name), ES_WORKER_BATCH, true,
+							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ES_WORKER_SLICE_MS),
+							 &progressed);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	pgstat_report_activity(STATE_IDLE, NULL);
-	return n;
+	pgstat_report_stat(false);
+	return progressed;
 }
 
 static bool relist = true;		/* list the running projections again */
@@ -185,15 +213,15 @@ es_worker_running(void)
 	return names;
 }
 
-/* A batch whose error is logged instead of ending the worker; events applied */
-static int32
+/* A batch whose error is logged instead of ending the worker; whether it progressed */
+static bool
 es_worker_try_batch(const char *name)
 {
-	volatile int32 n = 0;
+	volatile bool progressed = false;
 
 	PG_TRY();
 	{
-		n = es_worker_run_batch(name);
+		progressed = es_worker_run_batch(name);
 	}
 	PG_CATCH();
 	{
@@ -201,66 +229,88 @@ es_worker_try_batch(const char *name)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		relist = true;
-		n = 0;
 	}
 	PG_END_TRY();
-	return n;
+	return progressed;
 }
 
-/* Bring every running projection up to date */
+/* Reload the configuration when asked to */
+static void
+es_worker_reload(void)
+{
+	if (!ConfigReloadPending)
+		return;
+	ConfigReloadPending = false;
+	ProcessConfigFile(PGC_SIGHUP);
+}
+
+/*
+ * Bring every running projection up to date: rounds of one batch each,
+ * until a round moves no checkpoint.
+ */
 static void
 es_worker_pass(void)
 {
-	ListCell   *lc;
-	List	   *names = es_worker_running();
+	bool		more = true;
 
-	foreach(lc, names)
+	while (more)
 	{
-		for (int b = 0; b < ES_WORKER_MAX_BATCHES; b++)
-		{
-			int32		n = es_worker_try_batch((const char *) lfirst(lc));
+		ListCell   *lc;
+		List	   *names = es_worker_running();
 
-			(void) es_notify_flush();
-			if (n < ES_WORKER_BATCH)
-				break;
+		more = false;
+		foreach(lc, names)
+		{
+			CHECK_FOR_INTERRUPTS();
+			es_worker_reload();
+			if (es_worker_try_batch((const char *) lfirst(lc)))
+				more = true;
 		}
 	}
 }
 
-/* Entry point of a worker */
+/* Sleep until a commit wakes us (then the delay) or the naptime passes */
+static void
+es_worker_sleep(void)
+{
+	pgstat_report_stat(true);
+	if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+				  worker_naptime_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET &&
+		worker_delay_ms > 0)
+		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+						 worker_delay_ms, PG_WAIT_EXTENSION);
+}
+
+/* Entry point of a worker: the notifier of a database or one of its projection workers */
 void
 eventsourced_worker_main(Datum arg)
 {
 	List	   *dbs;
 	MemoryContext pass_cxt;
+	int			db = DatumGetInt32(arg) / ES_WORKER_KINDS;
+	bool		notifier = (DatumGetInt32(arg) % ES_WORKER_KINDS == 0);
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
 	pqsignal(SIGTERM, die);
 	BackgroundWorkerUnblockSignals();
 	dbs = es_worker_database_list();
-	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, DatumGetInt32(arg)), NULL, 0);
-	pgstat_report_appname("eventsourced worker");
-	es_notify_register_worker();
+	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, db), NULL, 0);
+	pgstat_report_appname(notifier ? "eventsourced notifier" : "eventsourced worker");
+	es_notify_register_worker(notifier);
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "eventsourced worker pass",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)
 	{
 		CHECK_FOR_INTERRUPTS();
-		if (ConfigReloadPending)
-		{
-			ConfigReloadPending = false;
-			ProcessConfigFile(PGC_SIGHUP);
-		}
+		es_worker_reload();
 		ResetLatch(MyLatch);
 		MemoryContextSwitchTo(pass_cxt);
-		(void) es_notify_flush();
-		es_worker_pass();
+		if (notifier)
+			(void) es_notify_flush();
+		else
+			es_worker_pass();
 		MemoryContextSwitchTo(TopMemoryContext);
 		MemoryContextReset(pass_cxt);
-		if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-					  worker_naptime_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET &&
-			worker_delay_ms > 0)
-			(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
-							 worker_delay_ms, PG_WAIT_EXTENSION);
+		es_worker_sleep();
 	}
 }

@@ -1,0 +1,58 @@
+-- eventsourced 0.1.0 -> 0.2.0: trust between roles (see README, "Trust
+-- between roles").  New installations run 0.1.0 and then this script, so an
+-- upgraded store and a new one have the same tables, column for column.
+\echo Use "ALTER EXTENSION eventsourced UPDATE" to load this file. \quit
+
+-- Registrations belong to the role that made them, and remember the search
+-- path their handlers run with (the registrant's, pg_temp last).
+-- Registrations made before 0.2.0 get the extension's owner and the default
+-- path.
+ALTER TABLE eventsourced.entity_types
+    ADD COLUMN owner regrole,
+    ADD COLUMN search_path text;
+ALTER TABLE eventsourced.commands
+    ADD COLUMN owner regrole,
+    ADD COLUMN search_path text;
+ALTER TABLE eventsourced.projection_state
+    ADD COLUMN search_path text;
+
+UPDATE eventsourced.entity_types
+   SET owner = (SELECT x.extowner FROM pg_catalog.pg_extension x
+                 WHERE x.extname OPERATOR(pg_catalog.=) 'eventsourced')::pg_catalog.regrole,
+       search_path = '"$user", public, pg_temp';
+UPDATE eventsourced.commands
+   SET owner = (SELECT x.extowner FROM pg_catalog.pg_extension x
+                 WHERE x.extname OPERATOR(pg_catalog.=) 'eventsourced')::pg_catalog.regrole,
+       search_path = '"$user", public, pg_temp';
+-- Projections already had an owner: the role that created them.
+UPDATE eventsourced.projection_state SET search_path = '"$user", public, pg_temp';
+
+ALTER TABLE eventsourced.entity_types
+    ALTER COLUMN owner SET NOT NULL,
+    ALTER COLUMN search_path SET NOT NULL;
+ALTER TABLE eventsourced.commands
+    ALTER COLUMN owner SET NOT NULL,
+    ALTER COLUMN search_path SET NOT NULL;
+ALTER TABLE eventsourced.projection_state
+    ALTER COLUMN search_path SET NOT NULL;
+
+-- The projections view shows who owns each projection.
+CREATE OR REPLACE VIEW eventsourced.projections AS
+SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
+       p.events_applied,
+       (SELECT pg_catalog.count(*) FROM eventsourced.events e
+         WHERE e.position OPERATOR(pg_catalog.>) p.checkpoint
+           AND (p.entity_type IS NULL
+                OR e.entity_type OPERATOR(pg_catalog.=) p.entity_type)) AS lag,
+       p.error_strategy, p.handler, p.last_error_position, p.errors, p.retries,
+       p.updated_at, p.owner
+  FROM eventsourced.projection_state p;
+
+-- Inside a handler: the role that called handle_command() or
+-- run_projection(); elsewhere the current user.
+CREATE FUNCTION eventsourced.caller()
+    RETURNS name
+    AS 'MODULE_PATHNAME', 'eventsourced_caller'
+    LANGUAGE C STABLE PARALLEL RESTRICTED;
+REVOKE ALL ON FUNCTION eventsourced.caller() FROM PUBLIC;
+GRANT EXECUTE ON FUNCTION eventsourced.caller() TO PUBLIC;
