@@ -195,7 +195,7 @@ es_check_manage(Oid owner, Oid relid, const char *what)
 			 errmsg("%s belongs to another role", what),
 			 name ? errdetail("It was registered by role \"%s\".", name) :
 			 errdetail("It was registered by a role that no longer exists (OID %u).", owner),
-			 errhint("Only its owner, a member of its owner, the extension's owner or a superuser may change it.")));
+			 errhint("Only its owner, a member of its owner, the extension's owner or a superuser may manage it.")));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_caller);

@@ -67,13 +67,13 @@ SQL
 
 # Notifications come from the worker, coalesced: one per type per transaction.
 out=$(notifications_during "BEGIN; SELECT eventsourced.append('counter', 'n1', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('counter', 'n2', NULL, 'Increased', '{\"n\": 0}'); SELECT eventsourced.append('other', 'o1', NULL, 'X', '{}'); COMMIT;")
-workers=$(q "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'eventsourced worker' AND datname = '$db'")
+workers=$(q "SELECT string_agg(pid::text, ' ') FROM pg_stat_activity WHERE backend_type = 'eventsourced notifier' AND datname = '$db'")
 check "one notification for each type of the transaction" \
       "$(echo "$out" | grep -c 'Asynchronous notification "eventsourced"')" "2"
 check "notification names the type" \
       "$(echo "$out" | grep -c 'payload "{"entity_type": "other", "position": ')" "1"
 sender=$(echo "$out" | grep -o 'server process with PID [0-9]*' | head -1 | awk '{print $NF}')
-check "notifications are sent by the worker" \
+check "notifications are sent by the notifier" \
       "$(for p in $workers; do [ "$p" = "$sender" ] && echo yes; done)" "yes"
 
 # More than 16 types in one transaction: 16 by name and one for "any type".
@@ -105,3 +105,81 @@ setup_db
 check "worker reconnects to a re-created database" "$(worker_connected)" "t"
 q "SELECT eventsourced.append('counter', 'c1', NULL, 'Increased', '{\"n\": 11}')" >/dev/null
 check "worker applies appends in the re-created database" "$(wait_for "SELECT sum(n) FROM totals" 11)" "11"
+
+# The escalation of issue 10, through the worker: a role that may create
+# projections plants a temporary table with a trigger for the superuser's
+# projection to write into.  Handlers run restricted: the plant fails.
+psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_w_app" >/dev/null 2>&1
+q "CREATE ROLE es_w_app" >/dev/null
+q "CREATE SCHEMA es_w_app AUTHORIZATION es_w_app" >/dev/null
+q "GRANT USAGE ON SCHEMA eventsourced TO es_w_app" >/dev/null
+q "GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA eventsourced TO es_w_app" >/dev/null
+q "GRANT SELECT ON eventsourced.events TO es_w_app" >/dev/null
+q "SET ROLE es_w_app;
+   CREATE FUNCTION es_w_app.pwn() RETURNS trigger LANGUAGE plpgsql AS \$\$
+   BEGIN ALTER ROLE es_w_app SUPERUSER; RETURN NEW; END \$\$;
+   CREATE FUNCTION es_w_app.plant(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE plpgsql AS \$\$
+   BEGIN
+     CREATE TEMP TABLE IF NOT EXISTS audit_totals (n int);
+     CREATE TRIGGER t BEFORE INSERT ON audit_totals FOR EACH ROW EXECUTE FUNCTION es_w_app.pwn();
+   END \$\$;
+   SELECT eventsourced.create_projection('a_evil', 'esc', 'es_w_app.plant(text,bigint,text,jsonb,bigint)')" >/dev/null
+q "CREATE TABLE public.audit_totals (n int)" >/dev/null
+q "CREATE FUNCTION count_all(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'INSERT INTO audit_totals VALUES (1)'" >/dev/null
+q "SELECT eventsourced.create_projection('z_admin', 'esc', 'count_all(text,bigint,text,jsonb,bigint)')" >/dev/null
+q "SELECT eventsourced.append('esc', 'e1', NULL, 'E', '{}')" >/dev/null
+check "the superuser's projection applies the event" "$(wait_for "SELECT count(*) FROM public.audit_totals" 1)" "1"
+check "the attacker's projection fails: no temporary table in a handler" \
+      "$(wait_for "SELECT last_error FROM eventsourced.projections WHERE name = 'a_evil'" \
+        "cannot create temporary table within security-restricted operation (SQLSTATE 42501)")" \
+      "cannot create temporary table within security-restricted operation (SQLSTATE 42501)"
+check "the attacker did not become superuser" "$(q "SELECT rolsuper FROM pg_roles WHERE rolname = 'es_w_app'")" "f"
+q "SELECT eventsourced.drop_projection('a_evil'); SELECT eventsourced.drop_projection('z_admin')" >/dev/null
+
+# A slow projection delays neither notifications nor other projections.
+q "CREATE TABLE fast_seen (pos bigint)" >/dev/null
+q "CREATE FUNCTION slow(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'SELECT pg_sleep(2)'" >/dev/null
+q "CREATE FUNCTION fast(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'INSERT INTO fast_seen VALUES (pos)'" >/dev/null
+q "SELECT eventsourced.create_projection('a_slow', 'slow', 'slow(text,bigint,text,jsonb,bigint)')" >/dev/null
+q "SELECT eventsourced.create_projection('b_fast', 'fast', 'fast(text,bigint,text,jsonb,bigint)')" >/dev/null
+wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'eventsourced worker' AND datname = '$db' AND state = 'idle'" 1 >/dev/null
+slow_done="SELECT checkpoint >= (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'slow') FROM eventsourced.projections WHERE name = 'a_slow'"
+script=$(mktemp /tmp/es_worker_listen.XXXXXX)
+{
+    echo "LISTEN eventsourced;"
+    echo "SELECT eventsourced.append('slow', 's' || g, NULL, 'E', '{}') FROM generate_series(1, 3) g;"
+    echo "SELECT eventsourced.append('fast', 'f1', NULL, 'E', '{}');"
+    for i in $(seq 1 60); do
+        echo "SELECT pg_sleep(0.25);"
+        echo "SELECT 'slow_done=' || ($slow_done);"
+        echo "SELECT 'fast_done=' || (count(*) > 0) FROM fast_seen;"
+    done
+} >"$script"
+out=$(psql -X -q -t -A -d $db -f "$script" 2>&1)
+rm -f "$script"
+notified=$(echo "$out" | grep -n 'notification "eventsourced" with payload "{"entity_type": "fast"' | head -1 | cut -d: -f1)
+slow_finished=$(echo "$out" | grep -n 'slow_done=true' | head -1 | cut -d: -f1)
+fast_finished=$(echo "$out" | grep -n 'fast_done=true' | head -1 | cut -d: -f1)
+# earlier() A B: A happened (a line number) and B did not, or later
+earlier() { [ -n "$1" ] && { [ -z "$2" ] || [ "$1" -lt "$2" ]; } && echo yes; }
+check "notifications are sent while a slow projection runs" "$(earlier "$notified" "$slow_finished")" "yes"
+check "another projection catches up while a slow one runs" "$(earlier "$fast_finished" "$slow_finished")" "yes"
+check "the slow projection finishes too" "$(wait_for "$slow_done" t)" "t"
+
+# Worker hygiene: now() in handlers is the transaction's start, not the
+# worker's; the worker's writes reach the statistics (autovacuum).
+q "CREATE TABLE w_now (pos bigint, fresh boolean)" >/dev/null
+q "CREATE FUNCTION see_now(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS
+   'INSERT INTO w_now SELECT pos, now() >= e.recorded_at FROM eventsourced.events e WHERE e.position = pos'" >/dev/null
+q "SELECT eventsourced.create_projection('c_now', 'now', 'see_now(text,bigint,text,jsonb,bigint)')" >/dev/null
+q "SELECT eventsourced.append('now', 'n1', NULL, 'E', '{}')" >/dev/null
+check "now() in a worker's handler is not frozen" "$(wait_for "SELECT bool_and(fresh) FROM w_now" t)" "t"
+check "the worker reports its writes to the statistics" \
+      "$(wait_for "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'w_now'" 1)" "1"
+q "DROP OWNED BY es_w_app" >/dev/null
+psql -X -q -d postgres -c "DROP ROLE es_w_app" >/dev/null 2>&1

@@ -1,0 +1,76 @@
+#!/usr/bin/env bash
+# ALTER EXTENSION eventsourced UPDATE from 0.1.0 with data in place: events,
+# registrations and a projection written as 0.1.0 wrote them keep working,
+# registrations get the extension's owner, and the upgraded tables are the
+# same as a new installation's.  Uses PGHOST/PGPORT/PGUSER.
+set -u
+db=es_upgrade_test
+fresh=es_upgrade_fresh
+trap 'dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1; psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_u_app" >/dev/null 2>&1' EXIT
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "${2:-$db}" -c "$1"; }
+check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
+    if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
+}
+# The columns of the extension's tables, in order, to compare installations.
+shape="SELECT string_agg(c.relname || '.' || a.attname || ':' || format_type(a.atttypid, a.atttypmod)
+                         || CASE WHEN a.attnotnull THEN '!' ELSE '' END, ' ' ORDER BY c.relname, a.attnum)
+         FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+        WHERE c.relnamespace = 'eventsourced'::regnamespace AND c.relkind IN ('r', 'v')
+          AND a.attnum > 0 AND NOT a.attisdropped"
+
+dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1
+psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_u_app" >/dev/null 2>&1
+createdb $db
+q "CREATE ROLE es_u_app"
+q "CREATE EXTENSION eventsourced VERSION '0.1.0'"
+check "0.1.0 is installed" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.1.0"
+
+# Data as 0.1.0 left it: events through append() (its events table is
+# unchanged), registrations and a projection as 0.1.0's functions wrote them.
+q "CREATE FUNCTION fold(state jsonb, event_type text, payload jsonb) RETURNS jsonb
+   LANGUAGE sql RETURN jsonb_build_object('n', (state->>'n')::int + (payload->>'n')::int)" >/dev/null
+q "CREATE FUNCTION add(entity_id text, state jsonb, args jsonb) RETURNS eventsourced.decision
+   LANGUAGE sql RETURN eventsourced.emit('Added', args)" >/dev/null
+q "CREATE TABLE seen (pos bigint, who text)" >/dev/null
+q "GRANT INSERT ON seen TO es_u_app" >/dev/null
+q "CREATE FUNCTION see(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'INSERT INTO public.seen VALUES (pos, current_user)'" >/dev/null
+q "SELECT eventsourced.append('acc', 'a1', NULL, 'Added', jsonb_build_object('n', i)) FROM generate_series(1, 3) i" >/dev/null
+q "INSERT INTO eventsourced.entity_types (entity_type, event_handler, event_handler_hash, initial_state, snapshot_after, generation)
+   VALUES ('acc', 'public.fold(pg_catalog.jsonb,pg_catalog.text,pg_catalog.jsonb)', 1, '{\"n\": 0}', 2,
+           nextval('eventsourced.generation_seq'))" >/dev/null
+q "INSERT INTO eventsourced.commands VALUES ('acc', 'Add', 'public.add(pg_catalog.text,pg_catalog.jsonb,pg_catalog.jsonb)')" >/dev/null
+q "INSERT INTO eventsourced.projection_state (name, entity_type, handler, error_strategy, owner)
+   VALUES ('seen', 'acc', 'see(text,bigint,text,jsonb,bigint)', 'stop', 'es_u_app')" >/dev/null
+check "this library refuses 0.1.0's registration tables with a clear error" \
+      "$(psql -X -q -t -A -d $db -v VERBOSITY=verbose -c "SELECT eventsourced.register_entity('x', 'fold(jsonb,text,jsonb)')" 2>&1 | grep -o '55000\|ALTER EXTENSION eventsourced UPDATE' | sort -u | tr '\n' ' ')" \
+      "55000 ALTER EXTENSION eventsourced UPDATE "
+
+q "ALTER EXTENSION eventsourced UPDATE"
+check "the update reaches 0.2.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.2.0"
+check "registrations get the extension's owner and the default search_path" \
+      "$(q "SELECT string_agg(DISTINCT owner::text || ' ' || search_path, ';') FROM (
+              SELECT owner, search_path FROM eventsourced.entity_types
+              UNION ALL SELECT owner, search_path FROM eventsourced.commands) r")" \
+      "postgres \"\$user\", public, pg_temp"
+check "a projection keeps its creator as owner" \
+      "$(q "SELECT owner FROM eventsourced.projections WHERE name = 'seen'")" "es_u_app"
+check "events appended before the update are folded by a command" \
+      "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a1', 'Add', '{\"n\": 10}')")" "4 16"
+check "the projection applies every event" "$(q "SELECT eventsourced.run_projection('seen')")" "4"
+check "as its handler's owner" "$(q "SELECT string_agg(DISTINCT who, ',') FROM seen")" "postgres"
+check "eventsourced.caller() exists" "$(q "SELECT eventsourced.caller() = current_user")" "t"
+check "another role cannot replace an upgraded registration" \
+      "$(psql -X -q -t -A -d $db -c "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA eventsourced TO es_u_app;
+           CREATE SCHEMA u AUTHORIZATION es_u_app; SET ROLE es_u_app;
+           CREATE FUNCTION u.f2(state jsonb, event_type text, payload jsonb) RETURNS jsonb LANGUAGE sql RETURN state;
+           SELECT eventsourced.register_entity('acc', 'u.f2(jsonb,text,jsonb)')" 2>&1 | grep -c 'belongs to another role')" "1"
+check "appends go on after the update" \
+      "$(q "SELECT eventsourced.append('acc', 'a1', 4, 'Added', '{\"n\": 1}')")" "5"
+
+createdb $fresh
+q "CREATE EXTENSION eventsourced" $fresh
+check "a new installation is at 0.2.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.2.0"
+check "the upgraded tables have the columns of a new installation" \
+      "$(q "$shape" | md5sum)" "$(q "$shape" $fresh | md5sum)"
+q "DROP OWNED BY es_u_app" >/dev/null
