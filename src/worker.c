@@ -13,7 +13,9 @@
  * ES_WORKER_SLICE_MS (after at least one event), so one slow projection
  * holds the others back for at most one handler call plus the slice.
  * Handlers run in their sandbox (sandbox.c), so nothing one owner's handler
- * does in the worker's session reaches another owner's.  Like a client
+ * does in the worker's session reaches another owner's (the session-level
+ * advisory locks a handler may take, which restricted operations allow,
+ * are released after each batch).  Like a client
  * session, a worker sets the statement start time of each transaction
  * (now() in handlers) and reports its table statistics (autovacuum).
  *
@@ -35,6 +37,7 @@
 #include "postmaster/interrupt.h"
 #include "storage/ipc.h"
 #include "storage/latch.h"
+#include "storage/lock.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -183,6 +186,8 @@ es_worker_run_batch(const char *name)
 							 &progressed);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	/* a handler's session-level advisory locks would outlive it here */
+	LockReleaseSession(USER_LOCKMETHOD);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
 	return progressed;
@@ -228,6 +233,7 @@ es_worker_try_batch(const char *name)
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		FlushErrorState();
+		LockReleaseSession(USER_LOCKMETHOD);
 		relist = true;
 	}
 	PG_END_TRY();

@@ -152,6 +152,13 @@ script=$(mktemp /tmp/es_worker_listen.XXXXXX)
 {
     echo "LISTEN eventsourced;"
     echo "SELECT eventsourced.append('slow', 's' || g, NULL, 'E', '{}') FROM generate_series(1, 3) g;"
+    # wait (bounded) until the worker is inside the slow projection's handler
+    echo "DO \$\$ BEGIN FOR i IN 1..600 LOOP
+            PERFORM pg_stat_clear_snapshot();
+            EXIT WHEN EXISTS (SELECT FROM pg_stat_activity WHERE backend_type = 'eventsourced worker'
+                              AND datname = current_database() AND query = 'a_slow' AND state = 'active');
+            PERFORM pg_sleep(0.05);
+          END LOOP; END \$\$;"
     echo "SELECT eventsourced.append('fast', 'f1', NULL, 'E', '{}');"
     for i in $(seq 1 60); do
         echo "SELECT pg_sleep(0.25);"
@@ -162,12 +169,11 @@ script=$(mktemp /tmp/es_worker_listen.XXXXXX)
 out=$(psql -X -q -t -A -d $db -f "$script" 2>&1)
 rm -f "$script"
 notified=$(echo "$out" | grep -n 'notification "eventsourced" with payload "{"entity_type": "fast"' | head -1 | cut -d: -f1)
-slow_finished=$(echo "$out" | grep -n 'slow_done=true' | head -1 | cut -d: -f1)
 fast_finished=$(echo "$out" | grep -n 'fast_done=true' | head -1 | cut -d: -f1)
-# earlier() A B: A happened (a line number) and B did not, or later
-earlier() { [ -n "$1" ] && { [ -z "$2" ] || [ "$1" -lt "$2" ]; } && echo yes; }
-check "notifications are sent while a slow projection runs" "$(earlier "$notified" "$slow_finished")" "yes"
-check "another projection catches up while a slow one runs" "$(earlier "$fast_finished" "$slow_finished")" "yes"
+# while_slow LINE: something seen at LINE was followed by a poll where the slow projection was still running
+while_slow() { [ -n "$1" ] && echo "$out" | tail -n +"$1" | grep -q 'slow_done=false' && echo yes; }
+check "notifications are sent while a slow projection runs" "$(while_slow "$notified")" "yes"
+check "another projection catches up while a slow one runs" "$(while_slow "$fast_finished")" "yes"
 check "the slow projection finishes too" "$(wait_for "$slow_done" t)" "t"
 
 # Worker hygiene: now() in handlers is the transaction's start, not the
@@ -181,5 +187,17 @@ q "SELECT eventsourced.append('now', 'n1', NULL, 'E', '{}')" >/dev/null
 check "now() in a worker's handler is not frozen" "$(wait_for "SELECT bool_and(fresh) FROM w_now" t)" "t"
 check "the worker reports its writes to the statistics" \
       "$(wait_for "SELECT n_tup_ins FROM pg_stat_user_tables WHERE relname = 'w_now'" 1)" "1"
+
+# A handler's session-level advisory lock does not outlive its batch in the
+# worker's session (restricted operations allow taking one).
+q "CREATE FUNCTION lock_it(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'SELECT pg_advisory_lock(4242)'" >/dev/null
+q "SELECT eventsourced.create_projection('d_lock', 'lock', 'lock_it(text,bigint,text,jsonb,bigint)')" >/dev/null
+q "SELECT eventsourced.append('lock', 'l1', NULL, 'E', '{}')" >/dev/null
+check "a projection that takes an advisory lock is applied" \
+      "$(wait_for "SELECT events_applied FROM eventsourced.projections WHERE name = 'd_lock'" 1)" "1"
+check "its session-level advisory lock is gone after the batch" \
+      "$(wait_for "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242" 0)" "0"
+
 q "DROP OWNED BY es_w_app" >/dev/null
 psql -X -q -d postgres -c "DROP ROLE es_w_app" >/dev/null 2>&1
