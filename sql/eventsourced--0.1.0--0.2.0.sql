@@ -56,3 +56,13 @@ CREATE FUNCTION eventsourced.caller()
     LANGUAGE C STABLE PARALLEL RESTRICTED;
 REVOKE ALL ON FUNCTION eventsourced.caller() FROM PUBLIC;
 GRANT EXECUTE ON FUNCTION eventsourced.caller() TO PUBLIC;
+
+-- DDL that would change the shape of the extension's tables, or hang
+-- triggers and rules on them that direct writes would never run, is
+-- refused (see README, "Operating it").
+CREATE FUNCTION eventsourced.ddl_guard() RETURNS event_trigger
+    AS 'MODULE_PATHNAME', 'eventsourced_ddl_guard' LANGUAGE C;
+REVOKE ALL ON FUNCTION eventsourced.ddl_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER eventsourced_ddl_guard ON ddl_command_start
+    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER', 'CREATE RULE')
+    EXECUTE FUNCTION eventsourced.ddl_guard();

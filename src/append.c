@@ -88,6 +88,7 @@ es_writer_open(EsWriter *w, bool with_ids)
 
 	es_table_open(&w->table, cat->events, skip ? cat->events_event_id_key : InvalidOid);
 	w->events = w->table.rel;
+	es_check_shape(w->events, Natts_es_events, es_events_types);
 	w->event_id_idx = with_ids ? es_table_index_rel(&w->table, cat->events_event_id_key) : NULL;
 	w->position_seq = cat->position_seq;
 	w->nslots = 0;

@@ -11,10 +11,12 @@
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
+#include "utils/rel.h"
 #include "utils/syscache.h"
 
 #define ES_SCHEMA_NAME "eventsourced"
@@ -22,14 +24,35 @@
 static EsCatalog cache;
 static bool cache_valid = false;
 
-/* Forget the cached OIDs when one of our relations changes */
+/* Whether relid is one of the cached relations (tables, indexes, sequence) */
+static bool
+es_catalog_has(Oid relid)
+{
+	const Oid	cached[] = {
+		cache.events, cache.events_pkey, cache.events_position_key,
+		cache.events_event_id_key, cache.position_seq, cache.snapshots,
+		cache.snapshots_pkey, cache.projection_state, cache.projection_state_pkey,
+		cache.protobuf_descriptors, cache.protobuf_descriptors_pkey,
+		cache.entity_types, cache.entity_types_pkey, cache.commands, cache.commands_pkey,
+		cache.entity_states, cache.entity_states_pkey, cache.snapshot_generations,
+		cache.snapshot_generations_pkey
+	};
+
+	for (int i = 0; i < lengthof(cached); i++)
+		if (cached[i] == relid)
+			return true;
+	return false;
+}
+
+/*
+ * Forget the cached OIDs when one of our relations changes: DROP/CREATE
+ * EXTENSION, REINDEX CONCURRENTLY (which gives an index a new OID), ALTER
+ * TABLE.
+ */
 static void
 es_catalog_invalidate(Datum arg, Oid relid)
 {
-	if (!cache_valid)
-		return;
-	if (relid == InvalidOid || relid == cache.events ||
-		relid == cache.snapshots || relid == cache.position_seq)
+	if (cache_valid && (relid == InvalidOid || es_catalog_has(relid)))
 		cache_valid = false;
 }
 
@@ -106,6 +129,37 @@ es_catalog(void)
 	cache.snapshot_generations_pkey = es_lookup(nsp, "snapshot_generations_pkey");
 	cache_valid = true;
 	return &cache;
+}
+
+/* The column types of eventsourced.events, in order */
+const Oid	es_events_types[Natts_es_events] = {
+	TEXTOID, TEXTOID, INT8OID, INT8OID, TEXTOID, JSONBOID, JSONBOID, UUIDOID,
+	TIMESTAMPTZOID, BYTEAOID
+};
+
+/*
+ * Refuse to read or write one of our tables directly unless it has natts
+ * columns (of these types, when given): fixed-size arrays and attribute
+ * numbers are sized for them.  DDL that would change them is refused (see
+ * ddl.c); this catches a table changed with that guard disabled, or left
+ * at an older version.
+ */
+void
+es_check_shape(Relation rel, int natts, const Oid *types)
+{
+	TupleDesc	desc = RelationGetDescr(rel);
+	bool		ok = (desc->natts == natts);
+
+	for (int i = 0; ok && types != NULL && i < natts; i++)
+		ok = !TupleDescAttr(desc, i)->attisdropped && TupleDescAttr(desc, i)->atttypid == types[i];
+	if (ok)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+			 errmsg("table %s does not have the columns this version of eventsourced expects",
+					RelationGetRelationName(rel)),
+			 errdetail("It has %d columns; this version writes %d, of its own types.", desc->natts, natts),
+			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change to the table.")));
 }
 
 /* Readers that scan our tables directly still honour the table's SELECT grant */

@@ -25,6 +25,7 @@
 #include "catalog/pg_collation.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -153,6 +154,7 @@ es_fold_stored_events(void *arg)
 	ScanKeyData keys[3];
 	IndexScanDesc scan;
 
+	es_check_shape(events, Natts_es_events, es_events_types);
 	es_entity_scankeys(keys, &c->entity);
 	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(c->seq_no));
@@ -239,6 +241,11 @@ es_rebuild_state(EsCommand *c)
 	Datum		cached[Natts_es_state_rows];
 	int64		last;
 
+	/*
+	 * The lock the update will take, taken now and kept: no TRUNCATE of the
+	 * cache can come between reading the row's TID and updating it.
+	 */
+	LockRelationOid(cat->entity_states, RowExclusiveLock);
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									Natts_es_state_rows, cached, &c->state_tid);
 	last = es_locked_last_seq_no(&c->entity, c->has_state_row ?
@@ -300,6 +307,7 @@ es_write_state(EsCommand *c)
 	TupleTableSlot *slot;
 
 	es_table_open(&w, es_catalog()->entity_states, InvalidOid);
+	es_check_shape(w.rel, Natts_es_state_rows, NULL);
 	slot = es_table_slot(&w);
 	ExecClearTuple(slot);
 	slot->tts_values[0] = PointerGetDatum(c->entity.type);

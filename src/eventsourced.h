@@ -133,6 +133,8 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 /* catalog.c */
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
+extern const Oid es_events_types[Natts_es_events];
+extern void es_check_shape(Relation rel, int natts, const Oid *types);
 extern void es_check_select(Oid relid);
 extern void es_check_select_by(Oid relid, Oid role);
 extern Oid	es_relation_owner(Oid relid);
@@ -245,7 +247,6 @@ typedef struct EsEntityType
 } EsEntityType;
 
 extern uint64 es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls);
-extern void es_check_shape(Relation rel, int natts);
 extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys, int natts,
 							Datum *values, bool *nulls, ItemPointer tid);
 extern void es_lookup_entity_type(text *type, EsEntityType *reg);

@@ -345,9 +345,10 @@ es_feed_snapshot(int64 *horizon)
 		LOCKTAG		tag;
 
 		es_feed_lock_tag(&tag);
-		(void) LockAcquire(&tag, ExclusiveLock, true, false);
+		/* a transaction lock: an error before the release cannot leak it */
+		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 		snap = RegisterSnapshot(GetLatestSnapshot());
-		LockRelease(&tag, ExclusiveLock, true);
+		LockRelease(&tag, ExclusiveLock, false);
 		*horizon = PG_INT64_MAX;
 		return snap;
 	}

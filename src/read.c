@@ -200,6 +200,7 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 		return es_feed_scan_policies(req, emit, arg);
 
 	events = table_open(cat->events, AccessShareLock);
+	es_check_shape(events, Natts_es_events, es_events_types);
 	index = index_open(cat->events_position_key, AccessShareLock);
 	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
 				Int64GetDatum(req->after_position));

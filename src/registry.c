@@ -147,20 +147,6 @@ es_exec_as_owner(Oid relid, EsStatement *stmt, Datum *values, const bool *nulls)
 	return processed;
 }
 
-/* Refuse to read or write one of our tables whose columns are not the expected ones */
-void
-es_check_shape(Relation rel, int natts)
-{
-	if (RelationGetDescr(rel)->natts == natts)
-		return;
-	ereport(ERROR,
-			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("table %s does not have the columns this version of eventsourced expects",
-					RelationGetRelationName(rel)),
-			 errdetail("It has %d columns; %d are expected.", RelationGetDescr(rel)->natts, natts),
-			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change to the table.")));
-}
-
 /*
  * Fetch the row of heap whose index entry matches the keys, as the active
  * snapshot sees it, into values/nulls, which have room for natts columns,
@@ -178,7 +164,7 @@ es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys, int natts,
 	IndexScanDesc scan;
 	bool		found;
 
-	es_check_shape(heap, natts);
+	es_check_shape(heap, natts, NULL);
 	index = index_open(indexid, AccessShareLock);
 	slot = table_slot_create(heap, NULL);
 	scan = index_beginscan(heap, index, GetActiveSnapshot(), nkeys, 0);

@@ -77,42 +77,57 @@ es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity)
 	return last;
 }
 
-/* Whether the entity has an event with this seq_no (rows in flight count) */
-static bool
-es_seq_no_exists(Relation events, Relation pkey, const EsEntity *entity, int64 seq_no)
+/*
+ * The entity's first seq_no in the range given by strategy (equal to, or
+ * greater than, seq_no), rows in flight counted; 0 when there is none.
+ */
+static int64
+es_seq_no_probe(Relation events, Relation pkey, const EsEntity *entity,
+				StrategyNumber strategy, RegProcedure proc, int64 seq_no)
 {
 	ScanKeyData keys[3];
 	TupleTableSlot *slot = table_slot_create(events, NULL);
-	bool		found;
+	int64		found = 0;
 
 	es_entity_scankeys(keys, entity);
-	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTEqualStrategyNumber, F_INT8EQ,
-				Int64GetDatum(seq_no));
-	found = es_fetch_latest(events, pkey, keys, 3, ForwardScanDirection, slot);
+	ScanKeyInit(&keys[2], Anum_es_events_seq_no, strategy, proc, Int64GetDatum(seq_no));
+	if (es_fetch_latest(events, pkey, keys, 3, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		found = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));
+	}
 	ExecDropSingleTupleTableSlot(slot);
 	return found;
 }
 
 /*
  * The entity's last seq_no, found from a likely value (the writer's
- * expected_seq_no, a cached state's seq_no) with point lookups: seq_nos
- * have no gaps, so hint is the last one when it exists and hint + 1 does
- * not.  A backward scan reads every entry of the entity on the last index
- * page; this costs two index probes whatever the entity's size.  A wrong
- * hint falls back to the scan.
+ * expected_seq_no, a cached state's seq_no) with index probes: hint is the
+ * last one when it exists and no seq_no follows it.  Seq_nos after the hint
+ * are found with a range probe, not by trying hint + 1, so a log with gaps
+ * (a purge) gives the index's answer too.  A backward scan reads every
+ * entry of the entity on the last index page; this costs two index probes
+ * whatever the entity's size.  A wrong hint falls back to the scan.
  */
 int64
 es_last_seq_no_hinted(Relation events, Relation pkey, const EsEntity *entity, int64 hint)
 {
 	int64		last = hint;
+	int64		next;
 
-	if (hint < 0 || (hint > 0 && !es_seq_no_exists(events, pkey, entity, hint)))
+	if (hint < 0 ||
+		(hint > 0 && es_seq_no_probe(events, pkey, entity, BTEqualStrategyNumber,
+									 F_INT8EQ, hint) == 0))
 		return es_last_seq_no(events, pkey, entity);
-	for (int step = 0; es_seq_no_exists(events, pkey, entity, last + 1); step++)
+	for (int step = 0;
+		 (next = es_seq_no_probe(events, pkey, entity, BTGreaterStrategyNumber,
+								 F_INT8GT, last)) != 0;
+		 step++)
 	{
 		if (step == ES_MAX_HINT_STEPS)
 			return es_last_seq_no(events, pkey, entity);
-		last++;
+		last = next;
 	}
 	return last;
 }

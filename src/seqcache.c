@@ -113,6 +113,7 @@ static EsSeqBucket *seq_buckets = NULL;	/* cache-line aligned */
 static struct
 {
 	bool		valid;
+	Oid			relid;			/* the events table it was found in */
 	int			type_len;		/* 0: none (names are never empty) */
 	int			id_len;
 	char		type[ES_MAX_TYPE_LEN];
@@ -360,9 +361,11 @@ es_locked_last_seq_no(const EsEntity *entity, int64 hint)
 	bool		cacheable;
 	EsSeqKey	key;
 
-	if (known.valid && es_known_is(entity))
+	Oid			relid = es_catalog()->events;
+
+	if (known.valid && known.relid == relid && es_known_is(entity))
 		return known.last;
-	cacheable = seq_shared != NULL && es_seqcache_key(entity, es_catalog()->events, &key);
+	cacheable = seq_shared != NULL && es_seqcache_key(entity, relid, &key);
 	if (cacheable && es_seqcache_lookup(&key, &last, &generation))
 		stat_hits++;
 	else
@@ -372,6 +375,7 @@ es_locked_last_seq_no(const EsEntity *entity, int64 hint)
 	}
 	es_known_names(entity);
 	known.valid = true;
+	known.relid = relid;
 	known.last = last;
 	known.generation = generation;
 	known.cacheable = cacheable;
@@ -472,6 +476,20 @@ es_seqcache_invalidate_all(void)
 }
 
 /*
+ * This transaction's own knowledge is stale too when it changed the table
+ * itself (a purge in the transaction that appended): forget the entity it
+ * looked up last, and have its pending entries removed at commit instead
+ * of published.
+ */
+static void
+es_seqcache_forget_own(void)
+{
+	known.valid = false;
+	for (int i = 0; i < npending; i++)
+		pending[i].remove = true;
+}
+
+/*
  * A dropped database's entries are stale: a database created later may get
  * its OID, and, cloned from the same template, the same events table OID.
  */
@@ -495,6 +513,7 @@ eventsourced_events_changed(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_E_R_I_E_TRIGGER_PROTOCOL_VIOLATED),
 				 errmsg("eventsourced.events_changed() must be called as a trigger")));
 	es_seqcache_invalidate_all();
+	es_seqcache_forget_own();
 	es_position_forget();
 	return PointerGetDatum(NULL);
 }

@@ -32,6 +32,14 @@ static EsStatement save_snapshot = {
 	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, BYTEAOID}
 };
 
+/* handle_command's claim on the entity's snapshot (see eventsourced_save_snapshot) */
+static EsStatement forget_command_snapshot = {
+	"DELETE FROM eventsourced.snapshot_generations "
+	"WHERE entity_type OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
+	"AND entity_id OPERATOR(pg_catalog.=) $2 COLLATE pg_catalog.\"C\"",
+	2, {TEXTOID, TEXTOID}
+};
+
 /* The snapshot's seq_no must name an event the entity has */
 static void
 es_check_snapshot_seq_no(const EsEntity *entity, int64 seq_no)
@@ -60,8 +68,11 @@ es_check_snapshot_seq_no(const EsEntity *entity, int64 seq_no)
 				 errhint("Save a snapshot only of state built from appended events.")));
 }
 
-/* Store a JSON (binary false) or binary state, as the snapshots table's owner */
-static void
+/*
+ * Store a JSON (binary false) or binary state, as the snapshots table's
+ * owner; whether it was stored (an older snapshot than the one kept is not).
+ */
+static bool
 es_store_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary)
 {
 	Datum		values[5];
@@ -73,14 +84,14 @@ es_store_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 	values[2] = Int64GetDatum(seq_no);
 	values[3] = binary ? (Datum) 0 : state;
 	values[4] = binary ? state : (Datum) 0;
-	(void) es_exec_as_owner(es_catalog()->snapshots, &save_snapshot, values, nulls);
+	return es_exec_as_owner(es_catalog()->snapshots, &save_snapshot, values, nulls) > 0;
 }
 
-/* Store a JSON snapshot */
+/* Store a JSON snapshot (for handle_command) */
 void
 es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state)
 {
-	es_store_snapshot(entity, seq_no, state, false);
+	(void) es_store_snapshot(entity, seq_no, state, false);
 }
 
 /*
@@ -117,11 +128,16 @@ es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state)
 
 PG_FUNCTION_INFO_V1(eventsourced_save_snapshot);
 
-/* save_snapshot(entity_type, entity_id, seq_no, state) */
+/*
+ * save_snapshot(entity_type, entity_id, seq_no, state).  A snapshot saved
+ * by hand replaces the one handle_command saved, so the command's claim on
+ * it goes: commands never fold from state they did not build.
+ */
 Datum
 eventsourced_save_snapshot(PG_FUNCTION_ARGS)
 {
 	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	Datum		key[2];
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -133,8 +149,13 @@ eventsourced_save_snapshot(PG_FUNCTION_ARGS)
 				 errmsg("state must not be null"),
 				 errhint("Use 'null'::jsonb for an empty state.")));
 	PreventCommandIfReadOnly("eventsourced.save_snapshot()");
-	es_store_snapshot(&entity, PG_GETARG_INT64(2), PG_GETARG_DATUM(3),
-					  get_fn_expr_argtype(fcinfo->flinfo, 3) == BYTEAOID);
+	if (!es_store_snapshot(&entity, PG_GETARG_INT64(2), PG_GETARG_DATUM(3),
+						   get_fn_expr_argtype(fcinfo->flinfo, 3) == BYTEAOID))
+		PG_RETURN_VOID();
+	key[0] = PointerGetDatum(entity.type);
+	key[1] = PointerGetDatum(entity.id);
+	(void) es_exec_as_owner(es_catalog()->snapshot_generations, &forget_command_snapshot,
+							key, NULL);
 	PG_RETURN_VOID();
 }
 
