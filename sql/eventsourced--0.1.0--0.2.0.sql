@@ -48,6 +48,10 @@ SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
        p.updated_at, p.owner
   FROM eventsourced.projection_state p;
 
+-- The view runs with its reader's rights: its lag counts only the events
+-- that reader may see.
+ALTER VIEW eventsourced.projections SET (security_invoker = true);
+
 -- Inside a handler: the role that called handle_command() or
 -- run_projection(); elsewhere the current user.
 CREATE FUNCTION eventsourced.caller()

@@ -166,6 +166,7 @@ extern int	es_notify_flush(void);
 
 /* projection.c */
 extern void es_projection_init(void);
+extern void es_projection_worker_setup(void);
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
 								TimestampTz deadline, bool *progressed);
 
@@ -188,6 +189,8 @@ extern void es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state);
 extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state);
 extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state,
 							  bool *binary);
+extern bool es_fetch_snapshot_as_caller(const EsEntity *entity, int64 *seq_no, Datum *state,
+										bool *binary);
 
 /* write.c */
 typedef struct EsTableWriter
@@ -230,10 +233,11 @@ typedef struct EsRunAs
 	const char *search_path;
 } EsRunAs;
 
-/* A registered handler: the function and how it runs */
+/* A registered handler: the function, who registered it, and how it runs */
 typedef struct EsHandler
 {
 	Oid			fn;
+	Oid			registrant;		/* the registration's owner */
 	EsRunAs		run_as;
 } EsHandler;
 
@@ -262,6 +266,8 @@ extern char *es_registrant_search_path(void);
 extern Oid	es_function_owner(Oid fn);
 extern void es_check_execute(Oid fn, Oid role);
 extern void es_check_handler_owner(Oid fn, const char *what);
+extern void es_check_run_as(Oid fn, Oid registrant, Oid runner);
+extern void es_check_reads_all_events(Oid role);
 extern bool es_may_manage(Oid owner, Oid relid);
 extern void es_check_manage(Oid owner, Oid relid, const char *what);
 

@@ -24,6 +24,7 @@
 #include "common/hashfn.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/latch.h"
 #include "storage/lmgr.h"
 #include "utils/builtins.h"
 #include "utils/datum.h"
@@ -34,6 +35,7 @@
 #include "utils/resowner.h"
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
+#include "utils/timeout.h"
 
 #define ES_MAX_NAME_LEN			255
 #define ES_DEFAULT_BATCH		1000
@@ -51,6 +53,14 @@
 #define Natts_es_proj				15
 
 int			es_projection_max_retries = 3;
+static int	projection_timeout_ms = 60000;
+
+/* The worker's limit on a batch's handler calls (es_projection_worker_setup) */
+static TimeoutId timeout_id = MAX_TIMEOUTS;
+static volatile sig_atomic_t timeout_fired = false;
+
+/* A projection run is in progress in this session (runs do not nest) */
+static bool run_in_progress = false;
 
 /* A projection's row, as run_projection needs it */
 typedef struct EsProjection
@@ -250,6 +260,44 @@ es_call_handler(EsProjection *p, const EsFeedEvent *ev)
 	(void) FunctionCallInvoke(fcinfo);
 }
 
+/* Timeout handler: cancel the handler call, as a statement timeout would */
+static void
+es_projection_timeout(void)
+{
+	timeout_fired = true;
+	InterruptPending = true;
+	QueryCancelPending = true;
+	SetLatch(MyLatch);
+}
+
+/*
+ * In the background worker: handler calls are limited by
+ * eventsourced.projection_timeout (no statement_timeout applies there).
+ */
+void
+es_projection_worker_setup(void)
+{
+	timeout_id = RegisterTimeout(USER_TIMEOUT, es_projection_timeout);
+}
+
+/* Start the limit for the handler calls that follow, if there is one */
+static void
+es_timeout_start(void)
+{
+	timeout_fired = false;
+	if (timeout_id != MAX_TIMEOUTS && projection_timeout_ms > 0)
+		enable_timeout_after(timeout_id, projection_timeout_ms);
+}
+
+/* Stop the limit; whether it fired */
+static bool
+es_timeout_stop(void)
+{
+	if (timeout_id != MAX_TIMEOUTS && projection_timeout_ms > 0)
+		disable_timeout(timeout_id, false);
+	return timeout_fired;
+}
+
 /* Whether a run must stop taking new events: its time slice is used up */
 static bool
 es_past_deadline(TimestampTz deadline)
@@ -273,6 +321,7 @@ es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
 
 	BeginInternalSubTransaction(NULL);
 	MemoryContextSwitchTo(oldcxt);
+	es_timeout_start();
 	PG_TRY();
 	{
 		int			i = from;
@@ -281,16 +330,23 @@ es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
 			es_call_handler(p, &events[i++]);
 		while (i < to && !es_past_deadline(deadline));
 		*done = i;
+		if (es_timeout_stop())
+			QueryCancelPending = false; /* fired after the last call returned */
 		ReleaseCurrentSubTransaction();
 	}
 	PG_CATCH();
 	{
+		bool		timed_out = es_timeout_stop();
+
 		MemoryContextSwitchTo(oldcxt);
 		*err = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-			(*err)->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
+			(*err)->message = psprintf("projection handler ran longer than eventsourced.projection_timeout (%d ms)",
+									   projection_timeout_ms);
+		else if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+				 (*err)->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
 			ReThrowError(*err);
 		ok = false;
 	}
@@ -420,6 +476,7 @@ es_check_run(EsProjection *p)
 					psprintf("projection \"%s\"", text_to_cstring(p->name)));
 	(void) es_check_projection_handler(p->handler);
 	p->run_as.owner = es_function_owner(p->handler);
+	es_check_run_as(p->handler, p->owner, p->run_as.owner);
 	es_check_execute(p->handler, p->run_as.owner);
 }
 
@@ -451,7 +508,21 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 	if (p.failed)
 		return 0;
 	run.out.checkpoint = p.checkpoint;
-	es_sandbox_run(&p.run_as, es_projection_batch, &run);
+	if (run_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("run_projection cannot be called while a projection runs in this session"),
+				 errdetail("It was called from a projection handler, or from code it runs.")));
+	run_in_progress = true;
+	PG_TRY();
+	{
+		es_sandbox_run(&p.run_as, es_projection_batch, &run);
+	}
+	PG_FINALLY();
+	{
+		run_in_progress = false;
+	}
+	PG_END_TRY();
 	if (progressed)
 		*progressed = (run.out.checkpoint != p.checkpoint);
 	return run.out.applied;
@@ -618,4 +689,8 @@ es_projection_init(void)
 							"Handler failures in a row after which a 'retry' projection stops.",
 							NULL, &es_projection_max_retries, 3, 1, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
+	DefineCustomIntVariable("eventsourced.projection_timeout",
+							"Longest time the background worker lets a batch's handler calls run before the event counts as failed (0: no limit).",
+							NULL, &projection_timeout_ms, 60000, 0, INT_MAX,
+							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
 }

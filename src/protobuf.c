@@ -536,8 +536,7 @@ eventsourced_load_snapshot_pb(PG_FUNCTION_ARGS)
 	Datum		state;
 	bool		binary;
 
-	es_check_select(es_catalog()->snapshots);
-	if (!es_fetch_snapshot(&entity, &seq_no, &state, &binary))
+	if (!es_fetch_snapshot_as_caller(&entity, &seq_no, &state, &binary))
 		PG_RETURN_NULL();
 	snap.seq_no = (uint64) seq_no;
 	if (binary)

@@ -113,6 +113,18 @@ es_regcache_key(EsRegKey *key, text *type, text *command)
 		text_to_cstring_buffer(command, key->command, sizeof(key->command));
 }
 
+/*
+ * What every use of a registered handler checks: it may still run as its
+ * function's owner, and its registrant may still read every event.
+ */
+static void
+es_regcache_check_use(const EsHandler *h)
+{
+	es_check_run_as(h->fn, h->registrant, h->run_as.owner);
+	es_check_reads_all_events(h->registrant);
+	es_check_execute(h->fn, h->run_as.owner);
+}
+
 /* A handler copied into cxt (its search_path string with it) */
 static void
 es_regcache_copy_handler(EsHandler *dst, const EsHandler *src, MemoryContext cxt)
@@ -167,7 +179,7 @@ es_cached_entity_type(text *type, EsEntityType *reg)
 		if (!es_regcache_read(es_catalog()->entity_types, type, NULL, &fresh))
 		{
 			*reg = fresh.reg;
-			es_check_execute(reg->event_handler.fn, reg->event_handler.run_as.owner);
+			es_regcache_check_use(&reg->event_handler);
 			return;
 		}
 		e = hash_search(es_regcache(), &key, HASH_ENTER, NULL);
@@ -180,7 +192,7 @@ es_cached_entity_type(text *type, EsEntityType *reg)
 	*reg = e->reg;
 	es_regcache_copy_handler(&reg->event_handler, &e->reg.event_handler, CurrentMemoryContext);
 	reg->initial_state = datumCopy(e->reg.initial_state, false, -1);
-	es_check_execute(reg->event_handler.fn, reg->event_handler.run_as.owner);
+	es_regcache_check_use(&reg->event_handler);
 }
 
 /*
@@ -209,7 +221,7 @@ es_cached_command(text *type, text *command, EsHandler *h)
 		*h = fresh.handler;
 	}
 	es_check_execute(h->fn, GetUserId());
-	es_check_execute(h->fn, h->run_as.owner);
+	es_regcache_check_use(h);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_registry_changed);

@@ -443,12 +443,13 @@ es_report_unregistered(text *type)
 			 errhint("Register it with eventsourced.register_entity().")));
 }
 
-/* A registered handler from its row: the function, whom it runs as, and how */
+/* A registered handler from its row: the function, its registrant, whom it runs as, and how */
 static void
-es_handler_from_row(const Datum *values, int fn_attno, int path_attno,
+es_handler_from_row(const Datum *values, int fn_attno, int owner_attno, int path_attno,
 					const EsSignature *sig, EsHandler *h)
 {
 	h->fn = es_resolve_handler(values[fn_attno - 1], sig);
+	h->registrant = DatumGetObjectId(values[owner_attno - 1]);
 	h->run_as.owner = es_function_owner(h->fn);
 	h->run_as.search_path = TextDatumGetCString(values[path_attno - 1]);
 }
@@ -476,7 +477,8 @@ es_lookup_entity_type(text *type, EsEntityType *reg)
 	if (!es_fetch_entity_type(type, values, nulls))
 		es_report_unregistered(type);
 	es_handler_from_row(values, Anum_es_entity_types_event_handler,
-						Anum_es_entity_types_search_path, &event_handler_sig,
+						Anum_es_entity_types_owner, Anum_es_entity_types_search_path,
+						&event_handler_sig,
 						&reg->event_handler);
 	reg->initial_state = values[Anum_es_entity_types_initial_state - 1];
 	reg->snapshot_after = nulls[Anum_es_entity_types_snapshot_after - 1] ? 0 :
@@ -512,8 +514,8 @@ es_lookup_command(text *type, text *command, EsHandler *h)
 				 errmsg("entity type \"%s\" has no command \"%s\"",
 						text_to_cstring(type), text_to_cstring(command)),
 				 errhint("Register it with eventsourced.register_command().")));
-	es_handler_from_row(values, Anum_es_commands_handler, Anum_es_commands_search_path,
-						&command_handler_sig, h);
+	es_handler_from_row(values, Anum_es_commands_handler, Anum_es_commands_owner,
+						Anum_es_commands_search_path, &command_handler_sig, h);
 }
 
 /*
@@ -548,6 +550,7 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 	es_check_snapshot_after(fcinfo, 3);
 	PreventCommandIfReadOnly("eventsourced.register_entity()");
 	es_check_handler_owner(handler, "an event handler");
+	es_check_reads_all_events(GetUserId());
 
 	es_lock_registrations(cat->entity_types);
 	if (es_fetch_entity_type(type, values, nulls))
@@ -604,6 +607,7 @@ eventsourced_register_command(PG_FUNCTION_ARGS)
 
 	PreventCommandIfReadOnly("eventsourced.register_command()");
 	es_check_handler_owner(handler, "a command handler");
+	es_check_reads_all_events(GetUserId());
 	LockRelationOid(cat->entity_types, ShareLock);
 	es_lock_registrations(cat->commands);
 	es_check_command_manage(type, command);

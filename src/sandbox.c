@@ -29,6 +29,7 @@
 #include "utils/guc.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/rls.h"
 #include "utils/syscache.h"
 #include "utils/varlena.h"
 
@@ -43,6 +44,15 @@ typedef struct EsSandboxSave
 	int			nestlevel;
 	Oid			caller;
 } EsSandboxSave;
+
+/* "role \"name\"" for messages, or a description of a dropped role */
+static char *
+es_role_name(Oid role)
+{
+	char	   *name = GetUserNameFromId(role, true);
+
+	return name ? psprintf("role \"%s\"", name) : pstrdup("a role that no longer exists");
+}
 
 /* Switch to the handler's owner, restricted, with its own search_path */
 static void
@@ -144,20 +154,27 @@ es_check_execute(Oid fn, Oid role)
 		aclcheck_error(acl, OBJECT_FUNCTION, get_func_name(fn));
 	ereport(ERROR,
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-			 errmsg("role \"%s\" that owns handler %s may not execute it",
-					GetUserNameFromId(role, true) ? GetUserNameFromId(role, true) : "?",
-					format_procedure(fn)),
+			 errmsg("%s that owns handler %s may not execute it",
+					es_role_name(role), format_procedure(fn)),
 			 errhint("GRANT EXECUTE on the function to its owner.")));
 }
 
 /*
  * Registering a handler takes owning it (or being a member of its owner,
  * or a superuser): handlers run as their owner, so nobody can make code
- * run with rights its author does not have.
+ * run with rights its author does not have.  Functions in temporary
+ * schemas are refused: another session could later create one of the same
+ * name there.
  */
 void
 es_check_handler_owner(Oid fn, const char *what)
 {
+	if (isAnyTempNamespace(get_func_namespace(fn)))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_FUNCTION_DEFINITION),
+				 errmsg("function %s is in a temporary schema and cannot be registered as %s",
+						format_procedure(fn), what),
+				 errhint("Create the handler in a permanent schema.")));
 	if (pg_proc_ownercheck(fn, GetUserId()))
 		return;
 	ereport(ERROR,
@@ -166,6 +183,46 @@ es_check_handler_owner(Oid fn, const char *what)
 					format_procedure(fn), what),
 			 errdetail("Handlers run with the rights of the function's owner."),
 			 errhint("Create the handler as this role, or register it as the function's owner.")));
+}
+
+/*
+ * At every use: a handler runs as its function's owner, which must be a
+ * role whose rights its registrant has.  A function whose owner changed
+ * (ALTER FUNCTION OWNER, REASSIGN OWNED), that was dropped and created
+ * again by another role, or whose registrant was dropped, is refused until
+ * it is registered again.
+ */
+void
+es_check_run_as(Oid fn, Oid registrant, Oid runner)
+{
+	if (has_privs_of_role(registrant, runner))
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("handler %s is owned by %s, whose rights its registrant, %s, does not have",
+					format_procedure(fn), es_role_name(runner), es_role_name(registrant)),
+			 errdetail("Handlers run as their function's owner, never with more rights than the role that registered them."),
+			 errhint("Register the handler again, as its function's owner.")));
+}
+
+/*
+ * An entity type's handlers see every event of its entities (the fold is
+ * not filtered by row-level security), so whoever registers one must be
+ * able to read every event: SELECT on the events, and no policy applying.
+ */
+void
+es_check_reads_all_events(Oid role)
+{
+	Oid			events = es_catalog()->events;
+
+	es_check_select_by(events, role);
+	if (check_enable_rls(events, role, true) != RLS_ENABLED)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+			 errmsg("row-level security restricts %s on eventsourced.events", es_role_name(role)),
+			 errdetail("Command and event handlers see every event of their entities, whatever the policies."),
+			 errhint("Register entity types and commands as a role that policies do not restrict.")));
 }
 
 /*
@@ -194,7 +251,7 @@ es_check_manage(Oid owner, Oid relid, const char *what)
 			(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
 			 errmsg("%s belongs to another role", what),
 			 name ? errdetail("It was registered by role \"%s\".", name) :
-			 errdetail("It was registered by a role that no longer exists (OID %u).", owner),
+			 errdetail("It was registered by a role that no longer exists."),
 			 errhint("Only its owner, a member of its owner, the extension's owner or a superuser may manage it.")));
 }
 

@@ -19,6 +19,7 @@
 #include "tcop/utility.h"
 #include "utils/builtins.h"
 #include "utils/rel.h"
+#include "utils/rls.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
@@ -117,6 +118,58 @@ es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state, bool *bin
 	return true;
 }
 
+/* The snapshot row as a plain query by the caller sees it (row-level security) */
+static const char *const snapshot_policy_sql =
+"SELECT s.seq_no, s.state, s.state_bytes FROM eventsourced.snapshots s "
+"WHERE s.entity_type OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
+"AND s.entity_id OPERATOR(pg_catalog.=) $2 COLLATE pg_catalog.\"C\"";
+
+/*
+ * es_fetch_snapshot for a caller that row-level security policies on the
+ * snapshots table apply to: the row a plain SELECT by it would see, or none.
+ */
+static bool
+es_fetch_snapshot_policies(const EsEntity *entity, int64 *seq_no, Datum *state, bool *binary)
+{
+	static const Oid argtypes[2] = {TEXTOID, TEXTOID};
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	Datum		args[2] = {PointerGetDatum(entity->type), PointerGetDatum(entity->id)};
+	bool		found;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	if (SPI_execute_with_args(snapshot_policy_sql, 2, (Oid *) argtypes, args, NULL, true, 1) != SPI_OK_SELECT)
+		elog(ERROR, "snapshot query failed");
+	found = (SPI_processed == 1);
+	if (found)
+	{
+		HeapTuple	tup = SPI_tuptable->vals[0];
+		TupleDesc	desc = SPI_tuptable->tupdesc;
+		bool		isnull;
+		MemoryContext old;
+
+		*seq_no = DatumGetInt64(SPI_getbinval(tup, desc, 1, &isnull));
+		*state = SPI_getbinval(tup, desc, 2, binary);
+		if (*binary)
+			*state = SPI_getbinval(tup, desc, 3, &isnull);
+		old = MemoryContextSwitchTo(caller_cxt);
+		*state = PointerGetDatum(PG_DETOAST_DATUM_COPY(*state));
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+	return found;
+}
+
+/* The entity's snapshot row as the caller may read it: policies honoured */
+bool
+es_fetch_snapshot_as_caller(const EsEntity *entity, int64 *seq_no, Datum *state, bool *binary)
+{
+	es_check_select(es_catalog()->snapshots);
+	if (check_enable_rls(es_catalog()->snapshots, InvalidOid, false) == RLS_ENABLED)
+		return es_fetch_snapshot_policies(entity, seq_no, state, binary);
+	return es_fetch_snapshot(entity, seq_no, state, binary);
+}
+
 /* The entity's JSON snapshot; false when there is none or it is binary */
 bool
 es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state)
@@ -177,8 +230,7 @@ eventsourced_load_snapshot(PG_FUNCTION_ARGS)
 	bool		nulls[2] = {false, false};
 
 	InitMaterializedSRF(fcinfo, 0);
-	es_check_select(es_catalog()->snapshots);
-	if (es_fetch_snapshot(&entity, &seq_no, &values[1], &binary) && binary == want_binary)
+	if (es_fetch_snapshot_as_caller(&entity, &seq_no, &values[1], &binary) && binary == want_binary)
 	{
 		values[0] = Int64GetDatum(seq_no);
 		tuplestore_putvalues(rsinfo->setResult, rsinfo->setDesc, values, nulls);

@@ -303,6 +303,8 @@ eventsourced_worker_main(Datum arg)
 	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, db), NULL, 0);
 	pgstat_report_appname(notifier ? "eventsourced notifier" : "eventsourced worker");
 	es_notify_register_worker(notifier);
+	if (!notifier)
+		es_projection_worker_setup();
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "eventsourced worker pass",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)

@@ -199,5 +199,18 @@ check "a projection that takes an advisory lock is applied" \
 check "its session-level advisory lock is gone after the batch" \
       "$(wait_for "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND objid = 4242" 0)" "0"
 
+# A handler that never returns is cut off by eventsourced.projection_timeout
+# and counts as failing on its event (here: skipped); the others go on.
+psql -X -q -d postgres -c "ALTER SYSTEM SET eventsourced.projection_timeout = '1s'" -c "SELECT pg_reload_conf()" >/dev/null
+q "CREATE FUNCTION forever(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE plpgsql AS 'BEGIN LOOP PERFORM pg_sleep(1); END LOOP; END'" >/dev/null
+q "SELECT eventsourced.create_projection('e_forever', 'forever', 'forever(text,bigint,text,jsonb,bigint)', 'skip')" >/dev/null
+q "SELECT eventsourced.append('forever', 'x1', NULL, 'E', '{}')" >/dev/null
+check "a handler that never returns is cut off and its event skipped" \
+      "$(wait_for "SELECT errors || ' ' || (last_error LIKE '%projection_timeout%') FROM eventsourced.projections WHERE name = 'e_forever'" "1 true")" "1 true"
+q "SELECT eventsourced.append('fast', 'f2', NULL, 'E', '{}')" >/dev/null
+check "the other projections go on" "$(wait_for "SELECT count(*) FROM fast_seen" 2)" "2"
+psql -X -q -d postgres -c "ALTER SYSTEM RESET eventsourced.projection_timeout" -c "SELECT pg_reload_conf()" >/dev/null
+
 q "DROP OWNED BY es_w_app" >/dev/null
 psql -X -q -d postgres -c "DROP ROLE es_w_app" >/dev/null 2>&1
