@@ -33,7 +33,10 @@ q "CREATE FUNCTION add(entity_id text, state jsonb, args jsonb) RETURNS eventsou
    LANGUAGE sql RETURN eventsourced.emit('Added', args)" >/dev/null
 q "CREATE TABLE seen (pos bigint, who text)" >/dev/null
 q "GRANT INSERT ON seen TO es_u_app" >/dev/null
-q "CREATE FUNCTION see(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+q "CREATE SCHEMA u AUTHORIZATION es_u_app" >/dev/null
+q "SET ROLE es_u_app; CREATE FUNCTION u.see(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'INSERT INTO public.seen VALUES (pos, current_user)'" >/dev/null
+q "CREATE FUNCTION public.see_su(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
    RETURNS void LANGUAGE sql AS 'INSERT INTO public.seen VALUES (pos, current_user)'" >/dev/null
 q "SELECT eventsourced.append('acc', 'a1', NULL, 'Added', jsonb_build_object('n', i)) FROM generate_series(1, 3) i" >/dev/null
 q "INSERT INTO eventsourced.entity_types (entity_type, event_handler, event_handler_hash, initial_state, snapshot_after, generation)
@@ -41,7 +44,8 @@ q "INSERT INTO eventsourced.entity_types (entity_type, event_handler, event_hand
            nextval('eventsourced.generation_seq'))" >/dev/null
 q "INSERT INTO eventsourced.commands VALUES ('acc', 'Add', 'public.add(pg_catalog.text,pg_catalog.jsonb,pg_catalog.jsonb)')" >/dev/null
 q "INSERT INTO eventsourced.projection_state (name, entity_type, handler, error_strategy, owner)
-   VALUES ('seen', 'acc', 'see(text,bigint,text,jsonb,bigint)', 'stop', 'es_u_app')" >/dev/null
+   VALUES ('seen', 'acc', 'u.see(text,bigint,text,jsonb,bigint)', 'stop', 'es_u_app'),
+          ('seen_su', 'acc', 'public.see_su(text,bigint,text,jsonb,bigint)', 'stop', 'es_u_app')" >/dev/null
 check "this library refuses 0.1.0's registration tables with a clear error" \
       "$(psql -X -q -t -A -d $db -v VERBOSITY=verbose -c "SELECT eventsourced.register_entity('x', 'fold(jsonb,text,jsonb)')" 2>&1 | grep -o '55000\|ALTER EXTENSION eventsourced UPDATE' | sort -u | tr '\n' ' ')" \
       "55000 ALTER EXTENSION eventsourced UPDATE "
@@ -57,12 +61,16 @@ check "a projection keeps its creator as owner" \
       "$(q "SELECT owner FROM eventsourced.projections WHERE name = 'seen'")" "es_u_app"
 check "events appended before the update are folded by a command" \
       "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a1', 'Add', '{\"n\": 10}')")" "4 16"
+# 0.2.0 reads the feed with the handler owner's rights: grant it SELECT
+q "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT SELECT ON eventsourced.events TO es_u_app" >/dev/null
 check "the projection applies every event" "$(q "SELECT eventsourced.run_projection('seen')")" "4"
-check "as its handler's owner" "$(q "SELECT string_agg(DISTINCT who, ',') FROM seen")" "postgres"
+check "as its handler's owner" "$(q "SELECT string_agg(DISTINCT who, ',') FROM seen")" "es_u_app"
+check "a projection whose handler belongs to a stronger role than its creator is refused" \
+      "$(psql -X -q -t -A -d $db -c "SELECT eventsourced.run_projection('seen_su')" 2>&1 | grep -c 'whose rights its registrant')" "1"
 check "eventsourced.caller() exists" "$(q "SELECT eventsourced.caller() = current_user")" "t"
 check "another role cannot replace an upgraded registration" \
       "$(psql -X -q -t -A -d $db -c "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA eventsourced TO es_u_app;
-           CREATE SCHEMA u AUTHORIZATION es_u_app; SET ROLE es_u_app;
+           SET ROLE es_u_app;
            CREATE FUNCTION u.f2(state jsonb, event_type text, payload jsonb) RETURNS jsonb LANGUAGE sql RETURN state;
            SELECT eventsourced.register_entity('acc', 'u.f2(jsonb,text,jsonb)')" 2>&1 | grep -c 'belongs to another role')" "1"
 check "appends go on after the update" \
