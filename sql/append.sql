@@ -79,6 +79,24 @@ SELECT eventsourced.append('order', 'o1', 3, ARRAY[
 SELECT eventsourced.append('order', 'o1', 3, ARRAY[
     eventsourced.event('Paid', '{}', NULL, '22222222-2222-2222-2222-222222222222'),
     eventsourced.event('Refunded', '{}')]);
+-- an exact retry of a batch mixing events with and without ids is a retry
+SELECT eventsourced.append('order', 'o4', 0, ARRAY[
+    eventsourced.event('Placed', '{}'),
+    eventsourced.event('Paid', '{}', NULL, '66666666-6666-6666-6666-666666666666'),
+    eventsourced.event('Noted', '{}')]);
+SELECT eventsourced.append('order', 'o4', 0, ARRAY[
+    eventsourced.event('Placed', '{}'),
+    eventsourced.event('Paid', '{}', NULL, '66666666-6666-6666-6666-666666666666'),
+    eventsourced.event('Noted', '{}')]);
+SELECT count(*) FROM eventsourced.events WHERE entity_id = 'o4';
+-- but not one whose id-less events differ, or sit elsewhere
+SELECT eventsourced.append('order', 'o4', 0, ARRAY[
+    eventsourced.event('Placed', '{}'),
+    eventsourced.event('Paid', '{}', NULL, '66666666-6666-6666-6666-666666666666'),
+    eventsourced.event('Cancelled', '{}')]);
+SELECT eventsourced.append('order', 'o4', 3, ARRAY[
+    eventsourced.event('Noted', '{}'),
+    eventsourced.event('Paid', '{}', NULL, '66666666-6666-6666-6666-666666666666')]);
 -- event ids are global: another entity cannot reuse one
 SELECT eventsourced.append('order', 'o2', 0, 'Placed', '{}', NULL,
                            '11111111-1111-1111-1111-111111111111');
@@ -86,6 +104,10 @@ SELECT eventsourced.append('order', 'o2', 0, 'Placed', '{}', NULL,
 SELECT pg_temp.sqlstate_of($$SELECT eventsourced.append('order', 'o3', 0, ARRAY[
     eventsourced.event('A', '{}', NULL, '55555555-5555-5555-5555-555555555555'),
     eventsourced.event('B', '{}', NULL, '55555555-5555-5555-5555-555555555555')])$$);
+SELECT eventsourced.append('order', 'o3', 0, ARRAY[
+    eventsourced.event('A', '{}', NULL, '55555555-5555-5555-5555-555555555555'),
+    eventsourced.event('B', '{}'),
+    eventsourced.event('C', '{}', NULL, '55555555-5555-5555-5555-555555555555')]);
 SELECT count(*) FROM eventsourced.events WHERE entity_id IN ('o2', 'o3');
 
 -- Bad input: a clear error, nothing written.

@@ -136,16 +136,97 @@ es_held_event_id(EsWriter *w, const EsEntity *entity, pg_uuid_t *event_id)
 	return seq_no;
 }
 
+/* An event_id of a batch with the event's index, for sorting */
+typedef struct EsBatchId
+{
+	const pg_uuid_t *id;
+	int			index;
+} EsBatchId;
+
+/* qsort comparator of EsBatchId by id */
+static int
+es_batch_id_cmp(const void *a, const void *b)
+{
+	return memcmp(((const EsBatchId *) a)->id->data, ((const EsBatchId *) b)->id->data,
+				  UUID_LEN);
+}
+
+/* Refuse a batch in which two events carry the same event_id */
+static void
+es_check_distinct_ids(const EsEvent *events, int nevents)
+{
+	EsBatchId  *ids = palloc(sizeof(EsBatchId) * nevents);
+	int			n = 0;
+
+	for (int i = 0; i < nevents; i++)
+		if (events[i].event_id != NULL)
+			ids[n++] = (EsBatchId) {events[i].event_id, i};
+	qsort(ids, n, sizeof(EsBatchId), es_batch_id_cmp);
+	for (int i = 1; i < n; i++)
+		if (es_batch_id_cmp(&ids[i - 1], &ids[i]) == 0)
+			ereport(ERROR,
+					(errcode(ERRCODE_UNIQUE_VIOLATION),
+					 errmsg("event_id %s appears twice in the batch",
+							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(ids[i].id)))),
+					 errdetail("Events %d and %d of the batch carry it.",
+							   Min(ids[i - 1].index, ids[i].index) + 1,
+							   Max(ids[i - 1].index, ids[i].index) + 1),
+					 errhint("Give every event an event_id of its own.")));
+	pfree(ids);
+}
+
+/* Refuse a batch some of whose events were appended before */
+static void
+es_report_partly_appended(const EsEntity *entity, int nheld, int nids)
+{
+	ereport(ERROR,
+			(errcode(ERRCODE_UNIQUE_VIOLATION),
+			 errmsg("batch for entity %s was partly appended before", es_entity_string(entity)),
+			 errdetail("The entity holds %d of the batch's %d event ids, but not as one earlier append of this same batch.",
+					   nheld, nids),
+			 errhint("Retry a batch with exactly the events, and event ids, of the first attempt.")));
+}
+
+/* Whether the entity's event at seq_no exists and has this event_type */
+static bool
+es_event_type_at(EsWriter *w, const EsEntity *entity, int64 seq_no, text *event_type)
+{
+	const EsCatalog *cat = es_catalog();
+	Relation	pkey = es_table_index_rel(&w->table, cat->events_pkey);
+	TupleTableSlot *slot = table_slot_create(w->events, NULL);
+	ScanKeyData keys[3];
+	bool		same = false;
+
+	es_entity_scankeys(keys, entity);
+	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTEqualStrategyNumber, F_INT8EQ,
+				Int64GetDatum(seq_no));
+	if (es_fetch_latest(w->events, pkey, keys, 3, ForwardScanDirection, slot))
+	{
+		bool		isnull;
+
+		same = DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID,
+													slot_getattr(slot, Anum_es_events_event_type, &isnull),
+													PointerGetDatum(event_type)));
+	}
+	ExecDropSingleTupleTableSlot(slot);
+	return same;
+}
+
 /*
- * Idempotent retry: if the events carry ids this entity already holds,
- * the seq_no of the last of them (the append was done before), else 0.
- * A batch that is only partly known is an error.
+ * Idempotent retry: when every event that carries an id is held by this
+ * entity, each at the seq_no it has in one earlier append of the same
+ * batch (first seq_no + its index), and the events without an id find
+ * events of their type at theirs, the batch was appended before: the
+ * seq_no of that append's last event.  0 when no id is held.  Anything in
+ * between is an error.
  */
 static int64
 es_retried_append(EsWriter *w, const EsEntity *entity, const EsEvent *events, int nevents)
 {
+	int			nids = 0;
 	int			nheld = 0;
-	int64		last_held = 0;
+	int64		first = 0;
+	bool		aligned = true;
 
 	for (int i = 0; i < nevents; i++)
 	{
@@ -153,20 +234,23 @@ es_retried_append(EsWriter *w, const EsEntity *entity, const EsEvent *events, in
 
 		if (events[i].event_id == NULL)
 			continue;
+		nids++;
 		seq_no = es_held_event_id(w, entity, events[i].event_id);
 		if (seq_no == 0)
 			continue;
-		nheld++;
-		last_held = Max(last_held, seq_no);
+		if (nheld++ == 0)
+			first = seq_no - i;
+		aligned = aligned && (seq_no - i == first);
 	}
-	if (nheld > 0 && nheld < nevents)
-		ereport(ERROR,
-				(errcode(ERRCODE_UNIQUE_VIOLATION),
-				 errmsg("batch for entity %s was partly appended before", es_entity_string(entity)),
-				 errdetail("%d of its %d events carry event ids that the entity already holds.",
-						   nheld, nevents),
-				 errhint("Retry a batch with exactly the events, and event ids, of the first attempt.")));
-	return last_held;
+	if (nheld == 0)
+		return 0;
+	if (nheld < nids || !aligned || first < 1)
+		es_report_partly_appended(entity, nheld, nids);
+	for (int i = 0; i < nevents; i++)
+		if (events[i].event_id == NULL &&
+			!es_event_type_at(w, entity, first + i, events[i].event_type))
+			es_report_partly_appended(entity, nheld, nids);
+	return first + nevents - 1;
 }
 
 /* Refuse the append when the last seq_no is not what the writer expected */
@@ -261,11 +345,14 @@ es_append_events(const EsEntity *entity, int64 expected,
 {
 	EsWriter	w;
 	int64		last;
+	bool		with_ids = es_any_event_id(events, nevents);
 
 	PreventCommandIfReadOnly("eventsourced.append()");
 	PreventCommandIfParallelMode("eventsourced.append()");
+	if (with_ids)
+		es_check_distinct_ids(events, nevents);
 	es_lock_entity(entity);
-	es_writer_open(&w, es_any_event_id(events, nevents));
+	es_writer_open(&w, with_ids);
 
 	last = es_retried_append(&w, entity, events, nevents);
 	if (last == 0)
