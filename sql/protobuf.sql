@@ -34,7 +34,8 @@ SELECT eventsourced.append_binary('file', 'f1', NULL, NULL, '\x01');
 SELECT eventsourced.append_pb(:'batch', 0);
 SELECT seq_no, event_type, payload, payload_bytes, metadata, event_id
   FROM eventsourced.events_by_id('doc', 'd1');
--- a retry of the same batch is refused as partly known (only event 1 has an id)
+-- an exact retry of the same batch returns its last seq_no (event 1's id is
+-- held at seq_no 1, event 2 has no id and finds an event of its type at 2)
 SELECT eventsourced.append_pb(:'batch', 0);
 -- the concurrency check applies (one event for d1, no event_id)
 SELECT eventsourced.append_pb('\x0a101203646f631a0264312a015832027b7d', 5);
@@ -51,6 +52,12 @@ SELECT eventsourced.append_pb('\x1005', NULL);
 SELECT eventsourced.append_pb('\x', NULL);
 SELECT eventsourced.append_pb(NULL, NULL);
 SELECT eventsourced.append_pb('\x0a101203646f631a0264312a015832027b7d', -1);
+-- strings with a NUL byte (protobuf-c would cut them there): entity_type
+-- "pb\0x", event_type "E\0", event_id "\0A"; nothing is written
+SELECT eventsourced.append_pb('\x0a101204706200781a01692a014532027b7d', NULL);
+SELECT eventsourced.append_pb('\x0a0f120270621a01692a02450032027b7d', NULL);
+SELECT eventsourced.append_pb('\x0a12120270621a01692a014532027b7d4a020041', NULL);
+SELECT count(*) FROM eventsourced.events WHERE entity_type = 'pb';
 -- malformed and hostile wire format
 SELECT eventsourced.append_pb('\x0a', NULL);                       -- truncated key/length
 SELECT eventsourced.append_pb('\x0a05', NULL);                     -- length past the end

@@ -116,9 +116,51 @@ es_pb_skip(const uint8 *buf, size_t len, size_t *pos, int wire_type)
 	return true;
 }
 
+/* Whether field of Event is a string (protobuf-c ends those at a NUL byte) */
+static bool
+es_pb_event_string_field(uint64 field)
+{
+	return field == 2 || field == 3 || field == 5 || field == 9;
+}
+
 /*
- * Check the top-level wire format of an EventBatch and count its events,
- * before protobuf-c allocates anything for it.
+ * Refuse an Event whose string fields hold a NUL byte: protobuf-c would
+ * cut them there ("pb\0x" would be stored as "pb").  buf is the Event's
+ * bytes, already known to be within the batch.
+ */
+static void
+es_pb_check_event_strings(const uint8 *buf, size_t len, int nevent)
+{
+	size_t		pos = 0;
+
+	while (pos < len)
+	{
+		uint64		key;
+		uint64		n;
+		size_t		at = pos;
+
+		if (!es_pb_varint(buf, len, &pos, &key))
+			es_pb_malformed("EventBatch", psprintf("Event %d has a bad field key at byte %zu.", nevent, at));
+		if ((key & 7) != ES_PB_WIRE_LEN || !es_pb_event_string_field(key >> 3))
+		{
+			if (!es_pb_skip(buf, len, &pos, (int) (key & 7)))
+				es_pb_malformed("EventBatch", psprintf("Event %d is truncated.", nevent));
+			continue;
+		}
+		if (!es_pb_varint(buf, len, &pos, &n) || n > len - pos)
+			es_pb_malformed("EventBatch", psprintf("Event %d is truncated.", nevent));
+		if (memchr(buf + pos, '\0', n) != NULL)
+			es_pb_malformed("EventBatch",
+							psprintf("Field %llu of event %d contains a NUL byte.",
+									 (unsigned long long) (key >> 3), nevent));
+		pos += n;
+	}
+}
+
+/*
+ * Check the wire format of an EventBatch (its fields, and the string
+ * fields of each Event) and count its events, before protobuf-c allocates
+ * anything for it.
  */
 static int
 es_pb_count_events(const uint8 *buf, size_t len)
@@ -133,12 +175,19 @@ es_pb_count_events(const uint8 *buf, size_t len)
 
 		if (!es_pb_varint(buf, len, &pos, &key) || (key >> 3) == 0)
 			es_pb_malformed("EventBatch", psprintf("Bad field key at byte %zu.", at));
-		if ((key >> 3) == ES_PB_FIELD_EVENTS && (key & 7) == ES_PB_WIRE_LEN &&
-			++nevents > ES_PB_MAX_EVENTS)
-			ereport(ERROR,
-					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-					 errmsg("EventBatch holds more than %d events", ES_PB_MAX_EVENTS),
-					 errhint("Append in several batches.")));
+		if ((key >> 3) == ES_PB_FIELD_EVENTS && (key & 7) == ES_PB_WIRE_LEN)
+		{
+			size_t		start = pos;
+			uint64		n;
+
+			if (++nevents > ES_PB_MAX_EVENTS)
+				ereport(ERROR,
+						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+						 errmsg("EventBatch holds more than %d events", ES_PB_MAX_EVENTS),
+						 errhint("Append in several batches.")));
+			if (es_pb_varint(buf, len, &start, &n) && n <= len - start)
+				es_pb_check_event_strings(buf + start, n, nevents);
+		}
 		if (!es_pb_skip(buf, len, &pos, (int) (key & 7)))
 			es_pb_malformed("EventBatch",
 							psprintf("Field %llu at byte %zu is truncated or has an unknown wire type.",

@@ -18,6 +18,7 @@
 #include "catalog/pg_type.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
 #include "tcop/utility.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -146,8 +147,16 @@ es_schema(void)
 	a.ctx = cxt;
 	PG_TRY();
 	{
+		/*
+		 * The cache outlives this transaction: read the sets as of now (the
+		 * table lock taken first processed pending invalidations), not with
+		 * an older REPEATABLE READ snapshot.
+		 */
 		schema = NULL;
+		LockRelationOid(es_catalog()->protobuf_descriptors, AccessShareLock);
+		PushActiveSnapshot(GetLatestSnapshot());
 		es_schema_load_all(&schema, &a);
+		PopActiveSnapshot();
 	}
 	PG_CATCH();
 	{
