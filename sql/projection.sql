@@ -46,7 +46,9 @@ ROLLBACK;
 SELECT events_applied, lag FROM eventsourced.projections WHERE name = 'totals';
 SELECT eventsourced.run_projection('totals');
 SELECT * FROM proj_totals ORDER BY id;
--- max_events 0 does nothing
+-- max_events 0 does nothing; the largest max_events reads in chunks
+-- (memory does not grow with it)
+SELECT eventsourced.run_projection('totals', 2147483647);
 SELECT eventsourced.run_projection('totals', 0);
 
 -- entity_type NULL follows every type; the handler gets every argument
@@ -121,6 +123,18 @@ SELECT * FROM proj_totals ORDER BY id;
 -- drop
 SELECT eventsourced.drop_projection('jobs_retry');
 SELECT name FROM eventsourced.projections ORDER BY name;
+
+-- More events than one chunk (1,000) in one run, and a run that ends in
+-- the middle of a chunk.
+SELECT eventsourced.create_projection('chunks', 'chunky', 'proj_add(text,bigint,text,jsonb,bigint)');
+SELECT eventsourced.append('chunky', 'big', NULL,
+    (SELECT array_agg(eventsourced.event('Read', '{"n": 1}')) FROM generate_series(1, 2500)));
+SELECT eventsourced.run_projection('chunks', 1500);
+SELECT n, events FROM proj_totals WHERE id = 'big';
+SELECT eventsourced.run_projection('chunks', 2147483647);
+SELECT n, events FROM proj_totals WHERE id = 'big';
+SELECT events_applied, lag FROM eventsourced.projections WHERE name = 'chunks';
+SELECT eventsourced.drop_projection('chunks');
 
 -- Bad input
 SELECT eventsourced.create_projection('totals', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)');

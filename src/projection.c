@@ -39,6 +39,7 @@
 
 #define ES_MAX_NAME_LEN			255
 #define ES_DEFAULT_BATCH		1000
+#define ES_PROJECTION_CHUNK		1000	/* events a run holds in memory at once */
 
 /* Attribute numbers of eventsourced.projection_state */
 #define Anum_es_proj_name			1
@@ -226,11 +227,11 @@ es_keep_event(TupleTableSlot *slot, void *arg)
 		datumCopy(v[Anum_es_events_payload - 1], false, -1);
 }
 
-/* Read the next events of the projection's feed into an array */
+/* Read the next events of the projection's feed, after position after, into an array */
 static EsFeedEvent *
-es_next_events(const EsProjection *p, int32 max_events, int *nevents)
+es_next_events(const EsProjection *p, int64 after, int32 max_events, int *nevents)
 {
-	EsFeedRequest req = {p->entity_type, p->checkpoint, max_events};
+	EsFeedRequest req = {p->entity_type, after, max_events};
 	EsFeedEvents out;
 
 	out.events = palloc(sizeof(EsFeedEvent) * Max(max_events, 1));
@@ -428,39 +429,71 @@ typedef struct EsProjectionRun
 	int32		max_events;
 	TimestampTz deadline;
 	EsRunOutcome out;
+	bool		stored;			/* events were read: the outcome is stored */
 } EsProjectionRun;
 
+/* Apply one chunk of events; whether the run may go on with the next one */
+static bool
+es_apply_chunk(EsProjection *p, const EsFeedEvent *events, int n, EsProjectionRun *run)
+{
+	int			done;
+	ErrorData  *err;
+
+	if (es_apply_range(p, events, 0, n, run->deadline, &done, &err))
+	{
+		run->out.applied += done;
+		run->out.checkpoint = events[done - 1].position;
+		run->out.retries = 0;
+		return done == n;
+	}
+	es_apply_each(p, events, n, run->deadline, &run->out);
+	return false;
+}
+
 /*
- * Read the next events and apply them (runs in the projection's sandbox:
- * the feed is read with its handler owner's rights, row-level security
- * included).
+ * Read the next events and apply them, ES_PROJECTION_CHUNK at a time so
+ * that memory does not grow with max_events (runs in the projection's
+ * sandbox: the feed is read with its handler owner's rights, row-level
+ * security included).
  */
 static void
 es_projection_batch(void *arg)
 {
 	EsProjectionRun *run = (EsProjectionRun *) arg;
 	EsProjection *p = run->p;
-	EsFeedEvent *events;
-	int			n;
-	int			done;
-	ErrorData  *err;
+	MemoryContext outer = CurrentMemoryContext;
+	MemoryContext chunk_cxt;
+	int64		consumed = 0;
+	bool		more = true;
 
 	es_check_select(es_catalog()->events);
-	events = es_next_events(p, run->max_events, &n);
-	if (n == 0)
-		return;
 	fmgr_info(p->handler, &p->flinfo);
 	run->out.checkpoint = p->checkpoint;
 	run->out.retries = p->retries;
-	if (es_apply_range(p, events, 0, n, run->deadline, &done, &err))
+	chunk_cxt = AllocSetContextCreate(outer, "eventsourced projection chunk", ALLOCSET_DEFAULT_SIZES);
+	while (more && consumed < run->max_events)
 	{
-		run->out.applied = done;
-		run->out.checkpoint = events[done - 1].position;
-		run->out.retries = 0;
+		int32		want = (int32) Min(ES_PROJECTION_CHUNK, run->max_events - consumed);
+		EsFeedEvent *events;
+		int			n;
+
+		MemoryContextSwitchTo(chunk_cxt);
+		events = es_next_events(p, run->out.checkpoint, want, &n);
+		if (n > 0)
+			more = es_apply_chunk(p, events, n, run) && n == want &&
+				!es_past_deadline(run->deadline);
+		MemoryContextSwitchTo(outer);
+		if (run->out.last_error)
+			run->out.last_error = pstrdup(run->out.last_error);
+		MemoryContextReset(chunk_cxt);
+		if (n == 0)
+			break;
+		consumed += n;
+		run->stored = true;
 	}
-	else
-		es_apply_each(p, events, n, run->deadline, &run->out);
-	es_store_outcome(p, &run->out);
+	MemoryContextDelete(chunk_cxt);
+	if (run->stored)
+		es_store_outcome(p, &run->out);
 }
 
 /*
@@ -492,7 +525,7 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 				  bool *progressed)
 {
 	EsProjection p;
-	EsProjectionRun run = {&p, max_events, deadline, {0}};
+	EsProjectionRun run = {&p, max_events, deadline, {0}, false};
 
 	if (progressed)
 		*progressed = false;
