@@ -68,5 +68,7 @@ CREATE FUNCTION eventsourced.ddl_guard() RETURNS event_trigger
     AS 'MODULE_PATHNAME', 'eventsourced_ddl_guard' LANGUAGE C;
 REVOKE ALL ON FUNCTION eventsourced.ddl_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER eventsourced_ddl_guard ON ddl_command_start
-    WHEN TAG IN ('ALTER TABLE', 'CREATE TRIGGER', 'CREATE RULE')
+    WHEN TAG IN ('ALTER TABLE', 'ALTER INDEX', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW',
+                 'ALTER FOREIGN TABLE', 'ALTER SEQUENCE', 'ALTER TYPE', 'CREATE TABLE',
+                 'CREATE TRIGGER', 'CREATE RULE', 'DROP INDEX', 'DROP TRIGGER')
     EXECUTE FUNCTION eventsourced.ddl_guard();

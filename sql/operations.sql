@@ -102,6 +102,21 @@ CREATE FUNCTION ops_audit() RETURNS trigger LANGUAGE plpgsql AS 'BEGIN RETURN NE
 CREATE TRIGGER audit AFTER INSERT ON eventsourced.events FOR EACH ROW EXECUTE FUNCTION ops_audit();
 CREATE RULE no_insert AS ON INSERT TO eventsourced.snapshots DO INSTEAD NOTHING;
 \set VERBOSITY terse
+-- partitions and inheritance (statement triggers would not fire through a parent)
+CREATE TABLE ops_parent (LIKE eventsourced.events) PARTITION BY RANGE (position);
+ALTER TABLE ops_parent ATTACH PARTITION eventsourced.events FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
+DROP TABLE ops_parent;
+CREATE TABLE ops_child () INHERITS (eventsourced.events);
+-- the extension's types, view, indexes, triggers and sequence
+ALTER TYPE eventsourced.event_data ADD ATTRIBUTE extra text;
+ALTER TYPE eventsourced.command_result ADD ATTRIBUTE extra text;
+ALTER VIEW eventsourced.projections RESET (security_invoker);
+ALTER INDEX eventsourced.events RENAME TO events2;
+ALTER INDEX eventsourced.events_pkey RENAME TO events_pk;
+DROP INDEX eventsourced.events_event_id_key;
+DROP TRIGGER events_immutable ON eventsourced.events;
+ALTER SEQUENCE eventsourced.events_position_seq RESTART WITH 1;
+\set VERBOSITY terse
 BEGIN;
 ALTER TABLE eventsourced.events DISABLE TRIGGER events_immutable;
 ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_immutable;
@@ -109,6 +124,10 @@ ALTER TABLE eventsourced.events ENABLE ROW LEVEL SECURITY;
 ALTER TABLE eventsourced.events DISABLE ROW LEVEL SECURITY;
 ALTER TABLE eventsourced.entity_states SET (fillfactor = 80);
 ALTER TABLE eventsourced.events ALTER COLUMN entity_id SET STATISTICS 500;
+ALTER TABLE eventsourced.events ALTER COLUMN entity_id SET (n_distinct = 100);
+ALTER TABLE eventsourced.events SET TABLESPACE pg_default;
+ALTER TABLE eventsourced.events OWNER TO CURRENT_USER;
+ALTER INDEX eventsourced.events_pkey SET (fillfactor = 90);
 CREATE INDEX ops_by_event_type ON eventsourced.events (event_type);
 SET LOCAL enable_seqscan = off;
 SET LOCAL enable_bitmapscan = off;
@@ -126,6 +145,18 @@ ALTER EVENT TRIGGER eventsourced_ddl_guard DISABLE;
 ALTER TABLE eventsourced.events ADD COLUMN tenant text NOT NULL DEFAULT 'x';
 \set VERBOSITY default
 SELECT eventsourced.append('ops_ddl', 'e1', 0, 'E', '{}');
+ROLLBACK;
+BEGIN;
+ALTER EVENT TRIGGER eventsourced_ddl_guard DISABLE;
+ALTER TYPE eventsourced.event_data ADD ATTRIBUTE a1 text, ADD ATTRIBUTE a2 text,
+    ADD ATTRIBUTE a3 text, ADD ATTRIBUTE a4 text, ADD ATTRIBUTE a5 text;
+SELECT eventsourced.append('ops_ddl', 'e1', 0,
+    ARRAY[ROW('E', '{}', NULL, NULL, 'x', 'x', 'x', 'x', 'x')::eventsourced.event_data]);
+ROLLBACK;
+BEGIN;
+ALTER EVENT TRIGGER eventsourced_ddl_guard DISABLE;
+ALTER TYPE eventsourced.command_result ADD ATTRIBUTE extra text;
+SELECT seq_no FROM eventsourced.handle_command('ops', 'f9', 'Add', '{"n": 1}');
 ROLLBACK;
 BEGIN;
 ALTER EVENT TRIGGER eventsourced_ddl_guard DISABLE;

@@ -444,6 +444,9 @@ es_event_from_composite(Datum composite, TupleDesc desc, int index, EsEvent *ev)
 	ev->event_id = nulls[3] ? NULL : DatumGetUUIDP(values[3]);
 }
 
+/* The attribute types of eventsourced.event_data */
+static const Oid event_data_types[] = {TEXTOID, JSONBOID, JSONBOID, UUIDOID};
+
 /* The events of an event_data[] argument, validated; sets *nevents */
 static EsEvent *
 es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
@@ -477,6 +480,8 @@ es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
 				 errhint("Pass at least one eventsourced.event(...).")));
 
 	desc = lookup_rowtype_tupdesc(ARR_ELEMTYPE(arr), -1);
+	es_check_tupdesc(desc, "type eventsourced.event_data", lengthof(event_data_types),
+					 event_data_types);
 	events = palloc(sizeof(EsEvent) * n);
 	for (int i = 0; i < n; i++)
 	{

@@ -138,16 +138,15 @@ const Oid	es_events_types[Natts_es_events] = {
 };
 
 /*
- * Refuse to read or write one of our tables directly unless it has natts
- * columns (of these types, when given): fixed-size arrays and attribute
- * numbers are sized for them.  DDL that would change them is refused (see
- * ddl.c); this catches a table changed with that guard disabled, or left
- * at an older version.
+ * Refuse a row type of ours (a table's, or a composite type's) unless it
+ * has natts columns (of these types, when given): fixed-size arrays and
+ * attribute numbers are sized for them.  DDL that would change them is
+ * refused (see ddl.c); this catches a type changed with that guard
+ * disabled, or a table left at an older version.
  */
 void
-es_check_shape(Relation rel, int natts, const Oid *types)
+es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types)
 {
-	TupleDesc	desc = RelationGetDescr(rel);
 	bool		ok = (desc->natts == natts);
 
 	for (int i = 0; ok && types != NULL && i < natts; i++)
@@ -156,10 +155,17 @@ es_check_shape(Relation rel, int natts, const Oid *types)
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
-			 errmsg("table %s does not have the columns this version of eventsourced expects",
-					RelationGetRelationName(rel)),
-			 errdetail("It has %d columns; this version writes %d, of its own types.", desc->natts, natts),
-			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change to the table.")));
+			 errmsg("%s does not have the columns this version of eventsourced expects", name),
+			 errdetail("It has %d columns; this version uses %d, of its own types.", desc->natts, natts),
+			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change.")));
+}
+
+/* es_check_tupdesc for one of our tables, read or written directly */
+void
+es_check_shape(Relation rel, int natts, const Oid *types)
+{
+	es_check_tupdesc(RelationGetDescr(rel),
+					 psprintf("table %s", RelationGetRelationName(rel)), natts, types);
 }
 
 /* Readers that scan our tables directly still honour the table's SELECT grant */

@@ -10,10 +10,12 @@
  * would silently not fire.  ALTER TABLE on one of our tables is therefore
  * limited to what operations need and what cannot change a row's shape:
  * enabling and disabling triggers (the documented purge), row-level
- * security, storage parameters, statistics, clustering, replica identity
- * and attaching or detaching partitions.  CREATE TRIGGER, CREATE RULE and
- * renames are refused.  CREATE INDEX, GRANT/REVOKE and policies are other
- * statements and stay allowed.  The extension's own scripts (CREATE and
+ * security, storage parameters and tablespaces, statistics, clustering,
+ * replica identity, owner.  CREATE TRIGGER, CREATE RULE, renames, SET
+ * SCHEMA, ALTER SEQUENCE, changes to the extension's view and composite
+ * types, making one of its tables a partition or a parent, and dropping its
+ * indexes or triggers are refused.  CREATE INDEX, GRANT/REVOKE and policies
+ * stay allowed.  The extension's own scripts (CREATE and
  * ALTER EXTENSION) are not checked.  A superuser who knows better can
  * disable the event trigger (ALTER EVENT TRIGGER eventsourced_ddl_guard
  * DISABLE); the C code still refuses a table of the wrong shape (55000).
@@ -21,33 +23,32 @@
 #include "eventsourced.h"
 
 #include "catalog/namespace.h"
+#include "catalog/pg_class.h"
 #include "commands/event_trigger.h"
 #include "commands/extension.h"
+#include "nodes/makefuncs.h"
 #include "nodes/parsenodes.h"
 #include "utils/lsyscache.h"
 
-/* The extension's tables: the ones this guard protects */
+/* Whether relid is a relation of the extension's schema (table, index, view, type, sequence) */
 static bool
-es_is_our_table(Oid relid)
+es_is_ours(Oid relid)
 {
-	const EsCatalog *cat = es_catalog();
+	Oid			nsp = get_namespace_oid("eventsourced", true);
 
-	return relid == cat->events || relid == cat->snapshots ||
-		relid == cat->projection_state || relid == cat->protobuf_descriptors ||
-		relid == cat->entity_types || relid == cat->commands ||
-		relid == cat->entity_states || relid == cat->snapshot_generations;
+	return OidIsValid(relid) && OidIsValid(nsp) && get_rel_namespace(relid) == nsp;
 }
 
-/* The table a statement names, if it is one of ours; InvalidOid otherwise */
+/* The relation a statement names, if it is one of ours; InvalidOid otherwise */
 static Oid
-es_our_table(RangeVar *rv)
+es_our_relation(RangeVar *rv)
 {
 	Oid			relid;
 
 	if (rv == NULL)
 		return InvalidOid;
 	relid = RangeVarGetRelid(rv, NoLock, true);
-	return OidIsValid(relid) && es_is_our_table(relid) ? relid : InvalidOid;
+	return es_is_ours(relid) ? relid : InvalidOid;
 }
 
 /* ALTER TABLE subcommands that leave a table's rows as our writers make them */
@@ -71,11 +72,17 @@ es_alter_allowed(AlterTableType subtype)
 		case AT_SetRelOptions:
 		case AT_ResetRelOptions:
 		case AT_ReplaceRelOptions:
+		case AT_SetOptions:
+		case AT_ResetOptions:
 		case AT_SetStatistics:
+		case AT_SetStorage:
+		case AT_SetCompression:
+		case AT_SetTableSpace:
 		case AT_ClusterOn:
 		case AT_DropCluster:
 		case AT_ReplicaIdentity:
-		case AT_AttachPartition:
+		case AT_ValidateConstraint:
+		case AT_ChangeOwner:
 		case AT_DetachPartition:
 		case AT_DetachPartitionFinalize:
 			return true;
@@ -84,34 +91,134 @@ es_alter_allowed(AlterTableType subtype)
 	}
 }
 
-/* Refuse a statement on one of our tables */
+/* Refuse a statement on one of our relations */
 static void
 es_refuse_ddl(Oid relid, const char *what)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
 			 errmsg("%s is not supported on eventsourced.%s", what, get_rel_name(relid)),
-			 errdetail("The extension writes this table directly: added columns, defaults, "
-					   "constraints, triggers and rules would be ignored by its writes."),
+			 errdetail("The extension reads and writes its tables and types directly: added columns, defaults, "
+					   "constraints, triggers, rules, partitions and renames would be ignored or break it."),
 			 errhint("Enabling and disabling triggers, row-level security, storage parameters, "
 					 "CREATE INDEX and GRANT are allowed; build other logic from the event feed.")));
 }
 
-/* Check an ALTER TABLE statement */
+/*
+ * Check an ALTER TABLE (also ALTER INDEX, VIEW, TYPE ... ADD ATTRIBUTE):
+ * on our tables and indexes only the allowed subcommands, on our views and
+ * composite types nothing; and none of our tables may become another
+ * table's partition.
+ */
 static void
 es_check_alter_table(AlterTableStmt *stmt)
 {
-	Oid			relid = es_our_table(stmt->relation);
+	Oid			relid = es_our_relation(stmt->relation);
+	char		relkind = OidIsValid(relid) ? get_rel_relkind(relid) : RELKIND_RELATION;
 	ListCell   *lc;
 
-	if (!OidIsValid(relid))
-		return;
 	foreach(lc, stmt->cmds)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
 
-		if (!es_alter_allowed(cmd->subtype))
-			es_refuse_ddl(relid, "this ALTER TABLE");
+		if (cmd->subtype == AT_AttachPartition && cmd->def != NULL &&
+			OidIsValid(es_our_relation(((PartitionCmd *) cmd->def)->name)))
+			es_refuse_ddl(es_our_relation(((PartitionCmd *) cmd->def)->name),
+						  "attaching as a partition");
+		if (!OidIsValid(relid))
+			continue;
+		if (relkind == RELKIND_VIEW || relkind == RELKIND_COMPOSITE_TYPE ||
+			!es_alter_allowed(cmd->subtype))
+			es_refuse_ddl(relid, "this ALTER");
+	}
+}
+
+/* Refuse CREATE TABLE ... INHERITS (ours) or PARTITION OF ours */
+static void
+es_check_create_table(CreateStmt *stmt)
+{
+	ListCell   *lc;
+
+	foreach(lc, stmt->inhRelations)
+	{
+		Oid			relid = es_our_relation(lfirst_node(RangeVar, lc));
+
+		if (OidIsValid(relid))
+			es_refuse_ddl(relid, "inheriting from or partitioning");
+	}
+}
+
+/* Refuse DROP INDEX of the extension's own indexes and DROP TRIGGER on its tables */
+static void
+es_check_drop(DropStmt *stmt)
+{
+	const EsCatalog *cat = es_catalog();
+	ListCell   *lc;
+
+	foreach(lc, stmt->objects)
+	{
+		List	   *names = (List *) lfirst(lc);
+		Oid			relid;
+
+		if (stmt->removeType == OBJECT_TRIGGER && list_length(names) > 1)
+		{
+			relid = es_our_relation(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																		   list_length(names) - 1)));
+			if (OidIsValid(relid))
+				es_refuse_ddl(relid, "DROP TRIGGER");
+		}
+		else if (stmt->removeType == OBJECT_INDEX)
+		{
+			relid = es_our_relation(makeRangeVarFromNameList(names));
+			if (relid == cat->events_pkey || relid == cat->events_position_key ||
+				relid == cat->events_event_id_key || relid == cat->snapshots_pkey ||
+				relid == cat->projection_state_pkey || relid == cat->protobuf_descriptors_pkey ||
+				relid == cat->entity_types_pkey || relid == cat->commands_pkey ||
+				relid == cat->entity_states_pkey || relid == cat->snapshot_generations_pkey)
+				es_refuse_ddl(relid, "DROP INDEX");
+		}
+	}
+}
+
+/* The relation a utility statement would change in a way we refuse, if any */
+static void
+es_check_statement(Node *stmt)
+{
+	Oid			relid;
+
+	switch (nodeTag(stmt))
+	{
+		case T_AlterTableStmt:
+			es_check_alter_table((AlterTableStmt *) stmt);
+			break;
+		case T_CreateStmt:
+			es_check_create_table((CreateStmt *) stmt);
+			break;
+		case T_DropStmt:
+			es_check_drop((DropStmt *) stmt);
+			break;
+		case T_CreateTrigStmt:
+			if (OidIsValid(relid = es_our_relation(((CreateTrigStmt *) stmt)->relation)))
+				es_refuse_ddl(relid, "CREATE TRIGGER");
+			break;
+		case T_RuleStmt:
+			if (OidIsValid(relid = es_our_relation(((RuleStmt *) stmt)->relation)))
+				es_refuse_ddl(relid, "CREATE RULE");
+			break;
+		case T_RenameStmt:
+			if (OidIsValid(relid = es_our_relation(((RenameStmt *) stmt)->relation)))
+				es_refuse_ddl(relid, "renaming");
+			break;
+		case T_AlterObjectSchemaStmt:
+			if (OidIsValid(relid = es_our_relation(((AlterObjectSchemaStmt *) stmt)->relation)))
+				es_refuse_ddl(relid, "SET SCHEMA");
+			break;
+		case T_AlterSeqStmt:
+			if (OidIsValid(relid = es_our_relation(((AlterSeqStmt *) stmt)->sequence)))
+				es_refuse_ddl(relid, "ALTER SEQUENCE");
+			break;
+		default:
+			break;
 	}
 }
 
@@ -122,23 +229,10 @@ Datum
 eventsourced_ddl_guard(PG_FUNCTION_ARGS)
 {
 	EventTriggerData *trigdata = (EventTriggerData *) fcinfo->context;
-	Node	   *stmt;
 
 	if (!CALLED_AS_EVENT_TRIGGER(fcinfo))
 		elog(ERROR, "eventsourced_ddl_guard: not called as an event trigger");
-	if (creating_extension)
-		PG_RETURN_VOID();
-	stmt = trigdata->parsetree;
-	if (IsA(stmt, AlterTableStmt))
-		es_check_alter_table((AlterTableStmt *) stmt);
-	else if (IsA(stmt, CreateTrigStmt) && OidIsValid(es_our_table(((CreateTrigStmt *) stmt)->relation)))
-		es_refuse_ddl(es_our_table(((CreateTrigStmt *) stmt)->relation), "CREATE TRIGGER");
-	else if (IsA(stmt, RuleStmt) && OidIsValid(es_our_table(((RuleStmt *) stmt)->relation)))
-		es_refuse_ddl(es_our_table(((RuleStmt *) stmt)->relation), "CREATE RULE");
-	else if (IsA(stmt, RenameStmt) && OidIsValid(es_our_table(((RenameStmt *) stmt)->relation)))
-		es_refuse_ddl(es_our_table(((RenameStmt *) stmt)->relation), "renaming");
-	else if (IsA(stmt, AlterObjectSchemaStmt) &&
-			 OidIsValid(es_our_table(((AlterObjectSchemaStmt *) stmt)->relation)))
-		es_refuse_ddl(es_our_table(((AlterObjectSchemaStmt *) stmt)->relation), "SET SCHEMA");
+	if (!creating_extension)
+		es_check_statement(trigdata->parsetree);
 	PG_RETURN_VOID();
 }

@@ -11,12 +11,14 @@
 #include "utils/builtins.h"
 #include "utils/lsyscache.h"
 #include "utils/regproc.h"
+#include "utils/typcache.h"
 
 /* Attribute numbers of eventsourced.decision */
 #define Anum_es_decision_accepted	1
 #define Anum_es_decision_events		2
 #define Anum_es_decision_reply		3
 #define Anum_es_decision_rejection	4
+#define Natts_es_decision			4
 
 /* Attribute numbers of eventsourced.event_data */
 #define Anum_es_event_data_event_type	1
@@ -64,6 +66,17 @@ es_decision_events(HeapTupleHeader decision, EsDecision *d)
 	d->events = PointerGetDatum(arr);
 }
 
+/* A decision of the shape this code reads (its type could have been altered) */
+static void
+es_check_decision_type(HeapTupleHeader decision)
+{
+	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(decision),
+											  HeapTupleHeaderGetTypMod(decision));
+
+	es_check_tupdesc(desc, "type eventsourced.decision", Natts_es_decision, NULL);
+	ReleaseTupleDesc(desc);
+}
+
 /*
  * Read what a command handler returned (handler names it in messages).
  * Events are validated later, by the append.
@@ -79,6 +92,7 @@ es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d)
 				 errmsg("command handler %s returned null", format_procedure(handler)),
 				 errhint("Return eventsourced.emit(...), eventsourced.reply(...) or eventsourced.reject(...).")));
 	decision = DatumGetHeapTupleHeader(result);
+	es_check_decision_type(decision);
 	d->accepted = DatumGetBool(es_required_field(decision, Anum_es_decision_accepted,
 												 "accepted", handler,
 												 "Build decisions with eventsourced.emit(), reply() or reject()."));
@@ -119,6 +133,7 @@ es_command_result(FunctionCallInfo fcinfo, const EsDecision *d, int64 seq_no, Da
 
 	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
 		elog(ERROR, "handle_command must return a composite type");
+	es_check_tupdesc(desc, "type eventsourced.command_result", Natts_es_command_result, NULL);
 	desc = BlessTupleDesc(desc);
 	values[0] = BoolGetDatum(d->accepted);
 	values[1] = d->reply_isnull ? state : d->reply;

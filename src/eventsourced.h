@@ -134,6 +134,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 extern void es_catalog_init(void);
 extern const EsCatalog *es_catalog(void);
 extern const Oid es_events_types[Natts_es_events];
+extern void es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types);
 extern void es_check_shape(Relation rel, int natts, const Oid *types);
 extern void es_check_select(Oid relid);
 extern void es_check_select_by(Oid relid, Oid role);
