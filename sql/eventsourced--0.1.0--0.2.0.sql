@@ -4,40 +4,64 @@
 \echo Use "ALTER EXTENSION eventsourced UPDATE" to load this file. \quit
 
 -- Registrations belong to the role that made them, and remember the search
--- path their handlers run with (the registrant's, pg_temp last).
+-- path their handlers run with (the registrant's, pg_temp last) and the
+-- role that owned the handler function when it was registered (a handler
+-- whose function changed hands is refused until registered again).
 -- Registrations made before 0.2.0 get the extension's owner and the default
--- path.
+-- path.  Projection handlers become text signatures like the others, so
+-- that pg_upgrade accepts the table (it refuses regprocedure columns).
+SET LOCAL search_path = pg_catalog;
+DROP VIEW eventsourced.projections;
+ALTER TABLE eventsourced.projection_state
+    ALTER COLUMN handler TYPE text USING handler::regprocedure::text;
 ALTER TABLE eventsourced.entity_types
     ADD COLUMN owner regrole,
-    ADD COLUMN search_path text;
+    ADD COLUMN search_path text,
+    ADD COLUMN handler_owner regrole;
 ALTER TABLE eventsourced.commands
     ADD COLUMN owner regrole,
-    ADD COLUMN search_path text;
+    ADD COLUMN search_path text,
+    ADD COLUMN handler_owner regrole;
 ALTER TABLE eventsourced.projection_state
-    ADD COLUMN search_path text;
+    ADD COLUMN search_path text,
+    ADD COLUMN handler_owner regrole;
 
+CREATE FUNCTION eventsourced.upgrade_handler_owner(signature text) RETURNS regrole
+LANGUAGE sql STABLE
+RETURN COALESCE((SELECT p.proowner FROM pg_catalog.pg_proc p
+                  WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure(signature)),
+                (SELECT x.extowner FROM pg_catalog.pg_extension x
+                  WHERE x.extname OPERATOR(pg_catalog.=) 'eventsourced'))::pg_catalog.regrole;
 UPDATE eventsourced.entity_types
    SET owner = (SELECT x.extowner FROM pg_catalog.pg_extension x
                  WHERE x.extname OPERATOR(pg_catalog.=) 'eventsourced')::pg_catalog.regrole,
-       search_path = '"$user", public, pg_temp';
+       search_path = '"$user", public, pg_temp',
+       handler_owner = eventsourced.upgrade_handler_owner(event_handler);
 UPDATE eventsourced.commands
    SET owner = (SELECT x.extowner FROM pg_catalog.pg_extension x
                  WHERE x.extname OPERATOR(pg_catalog.=) 'eventsourced')::pg_catalog.regrole,
-       search_path = '"$user", public, pg_temp';
+       search_path = '"$user", public, pg_temp',
+       handler_owner = eventsourced.upgrade_handler_owner(handler);
 -- Projections already had an owner: the role that created them.
-UPDATE eventsourced.projection_state SET search_path = '"$user", public, pg_temp';
+UPDATE eventsourced.projection_state
+   SET search_path = '"$user", public, pg_temp',
+       handler_owner = eventsourced.upgrade_handler_owner(handler);
+DROP FUNCTION eventsourced.upgrade_handler_owner(text);
 
 ALTER TABLE eventsourced.entity_types
     ALTER COLUMN owner SET NOT NULL,
-    ALTER COLUMN search_path SET NOT NULL;
+    ALTER COLUMN search_path SET NOT NULL,
+    ALTER COLUMN handler_owner SET NOT NULL;
 ALTER TABLE eventsourced.commands
     ALTER COLUMN owner SET NOT NULL,
-    ALTER COLUMN search_path SET NOT NULL;
+    ALTER COLUMN search_path SET NOT NULL,
+    ALTER COLUMN handler_owner SET NOT NULL;
 ALTER TABLE eventsourced.projection_state
-    ALTER COLUMN search_path SET NOT NULL;
+    ALTER COLUMN search_path SET NOT NULL,
+    ALTER COLUMN handler_owner SET NOT NULL;
 
 -- The projections view shows who owns each projection.
-CREATE OR REPLACE VIEW eventsourced.projections AS
+CREATE VIEW eventsourced.projections AS
 SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
        p.events_applied,
        (SELECT pg_catalog.count(*) FROM eventsourced.events e
@@ -49,8 +73,9 @@ SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
   FROM eventsourced.projection_state p;
 
 -- The view runs with its reader's rights: its lag counts only the events
--- that reader may see.
+-- that reader may see.  Like every table, it is granted to nobody.
 ALTER VIEW eventsourced.projections SET (security_invoker = true);
+REVOKE ALL ON eventsourced.projections FROM PUBLIC;
 
 -- Inside a handler: the role that called handle_command() or
 -- run_projection(); elsewhere the current user.

@@ -131,6 +131,19 @@ RESET ROLE;
 SELECT reply FROM eventsourced.handle_command('t_counter', 'c1', 'Note');
 DROP SCHEMA es_t_shared CASCADE;
 DELETE FROM eventsourced.commands WHERE entity_type = 't_counter' AND command = 'Note';
+-- a member of the function's owner registers it; once no longer a member,
+-- its registration no longer runs
+CREATE ROLE es_t_member IN ROLE es_t_admin;
+SET ROLE es_t_member;
+SET search_path = es_t_model;
+SELECT eventsourced.register_command('t_counter', 'Inc2', 'es_t_model.increase(text,jsonb,jsonb)');
+RESET search_path;
+RESET ROLE;
+SELECT accepted FROM eventsourced.handle_command('t_counter', 'c1', 'Inc2');
+REVOKE es_t_admin FROM es_t_member;
+SELECT accepted FROM eventsourced.handle_command('t_counter', 'c1', 'Inc2');
+DELETE FROM eventsourced.commands WHERE entity_type = 't_counter' AND command = 'Inc2';
+DROP ROLE es_t_member;
 
 -- 3. Nothing a handler does outlives it in the session: no temporary
 -- objects, prepared statements, LISTEN, SET ROLE, or setting changes.
@@ -319,6 +332,9 @@ SET ROLE es_t_admin;
 SELECT eventsourced.register_entity('t_tenant', 'es_t_model.apply(jsonb,text,jsonb)', '{"n": 0}');
 SELECT accepted FROM eventsourced.handle_command('t_counter', 'c1', 'Increase');
 RESET ROLE;
+-- nor may a handler whose function's owner is restricted be registered,
+-- even by a role that is not
+SELECT eventsourced.register_entity('t_tenant', 'es_t_model.apply(jsonb,text,jsonb)', '{"n": 0}');
 -- commands registered by an unrestricted role fold the whole entity,
 -- whatever the caller's policies
 CREATE FUNCTION public.t_count(state jsonb, event_type text, payload jsonb) RETURNS jsonb

@@ -239,6 +239,7 @@ typedef struct EsHandler
 {
 	Oid			fn;
 	Oid			registrant;		/* the registration's owner */
+	Oid			handler_owner;	/* the function's owner when it was registered */
 	EsRunAs		run_as;
 } EsHandler;
 
@@ -256,6 +257,7 @@ extern bool es_fetch_by_key(Oid heapid, Oid indexid, ScanKey keys, int nkeys, in
 							Datum *values, bool *nulls, ItemPointer tid);
 extern void es_lookup_entity_type(text *type, EsEntityType *reg);
 extern void es_lookup_command(text *type, text *command, EsHandler *h);
+extern Oid	es_resolve_projection_handler(Datum signature);
 
 /* regcache.c */
 extern void es_cached_entity_type(text *type, EsEntityType *reg);
@@ -267,7 +269,7 @@ extern char *es_registrant_search_path(void);
 extern Oid	es_function_owner(Oid fn);
 extern void es_check_execute(Oid fn, Oid role);
 extern void es_check_handler_owner(Oid fn, const char *what);
-extern void es_check_run_as(Oid fn, Oid registrant, Oid runner);
+extern void es_check_run_as(Oid fn, Oid registrant, Oid runner, Oid handler_owner);
 extern void es_check_reads_all_events(Oid role);
 extern bool es_may_manage(Oid owner, Oid relid);
 extern void es_check_manage(Oid owner, Oid relid, const char *what);

@@ -51,7 +51,8 @@
 #define Anum_es_proj_status			7
 #define Anum_es_proj_retries		12
 #define Anum_es_proj_search_path	15
-#define Natts_es_proj				15
+#define Anum_es_proj_handler_owner	16
+#define Natts_es_proj				16
 
 int			es_projection_max_retries = 3;
 static int	projection_timeout_ms = 60000;
@@ -68,7 +69,9 @@ typedef struct EsProjection
 {
 	text	   *name;
 	text	   *entity_type;	/* NULL: every type */
-	Oid			handler;
+	Datum		handler_signature;	/* text, as stored */
+	Oid			handler;		/* resolved by es_check_run() */
+	Oid			handler_owner;	/* the function's owner when the projection was created */
 	char		strategy;		/* 's'top, 'k' skip, 'r'etry */
 	Oid			owner;			/* the role that created it */
 	EsRunAs		run_as;			/* the handler's owner and the creator's search_path */
@@ -103,9 +106,9 @@ typedef struct EsRunOutcome
 
 static EsStatement insert_projection = {
 	"INSERT INTO eventsourced.projection_state (name, entity_type, handler, "
-	"error_strategy, owner, search_path) "
-	"VALUES ($1, $2, $3::pg_catalog.regprocedure, $4, $5::pg_catalog.regrole, $6)",
-	6, {TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID, TEXTOID}
+	"error_strategy, owner, search_path, handler_owner) "
+	"VALUES ($1, $2, $3, $4, $5::pg_catalog.regrole, $6, $7::pg_catalog.regrole)",
+	7, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID}
 };
 
 static EsStatement update_projection = {
@@ -182,7 +185,9 @@ es_read_projection(text *name, EsProjection *p)
 	p->name = name;
 	p->entity_type = nulls[Anum_es_proj_entity_type - 1] ? NULL :
 		DatumGetTextPP(values[Anum_es_proj_entity_type - 1]);
-	p->handler = DatumGetObjectId(values[Anum_es_proj_handler - 1]);
+	p->handler_signature = values[Anum_es_proj_handler - 1];
+	p->handler = InvalidOid;
+	p->handler_owner = DatumGetObjectId(values[Anum_es_proj_handler_owner - 1]);
 	p->strategy = es_strategy_code(TextDatumGetCString(values[Anum_es_proj_strategy - 1]));
 	p->owner = DatumGetObjectId(values[Anum_es_proj_owner - 1]);
 	p->run_as.owner = InvalidOid;	/* es_check_run() */
@@ -507,9 +512,9 @@ es_check_run(EsProjection *p)
 {
 	es_check_manage(p->owner, es_catalog()->projection_state,
 					psprintf("projection \"%s\"", text_to_cstring(p->name)));
-	(void) es_check_projection_handler(p->handler);
+	p->handler = es_check_projection_handler(es_resolve_projection_handler(p->handler_signature));
 	p->run_as.owner = es_function_owner(p->handler);
-	es_check_run_as(p->handler, p->owner, p->run_as.owner);
+	es_check_run_as(p->handler, p->owner, p->run_as.owner, p->handler_owner);
 	es_check_execute(p->handler, p->run_as.owner);
 }
 
@@ -616,8 +621,8 @@ eventsourced_create_projection(PG_FUNCTION_ARGS)
 		es_name_arg(fcinfo, 1, "entity_type", ES_MAX_TYPE_LEN);
 	Oid			handler;
 	Oid			runner;
-	Datum		values[6];
-	bool		nulls[6] = {false, type == NULL, false, false, false, false};
+	Datum		values[7];
+	bool		nulls[7] = {false, type == NULL, false, false, false, false, false};
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -632,9 +637,10 @@ eventsourced_create_projection(PG_FUNCTION_ARGS)
 	es_check_select_by(es_catalog()->events, runner);
 	values[0] = PointerGetDatum(name);
 	values[1] = type ? PointerGetDatum(type) : (Datum) 0;
-	values[2] = ObjectIdGetDatum(handler);
+	values[2] = CStringGetTextDatum(format_procedure_qualified(handler));
 	values[4] = ObjectIdGetDatum(GetUserId());
 	values[5] = CStringGetTextDatum(es_registrant_search_path());
+	values[6] = ObjectIdGetDatum(runner);
 	if (!es_lock_projection(name, false) || es_read_projection(name, &(EsProjection) {0}))
 		ereport(ERROR,
 				(errcode(ERRCODE_DUPLICATE_OBJECT),

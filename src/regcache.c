@@ -115,13 +115,16 @@ es_regcache_key(EsRegKey *key, text *type, text *command)
 
 /*
  * What every use of a registered handler checks: it may still run as its
- * function's owner, and its registrant may still read every event.
+ * function's owner, and its registrant and that owner may still read every
+ * event.
  */
 static void
 es_regcache_check_use(const EsHandler *h)
 {
-	es_check_run_as(h->fn, h->registrant, h->run_as.owner);
+	es_check_run_as(h->fn, h->registrant, h->run_as.owner, h->handler_owner);
 	es_check_reads_all_events(h->registrant);
+	if (h->run_as.owner != h->registrant)
+		es_check_reads_all_events(h->run_as.owner);
 	es_check_execute(h->fn, h->run_as.owner);
 }
 

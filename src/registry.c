@@ -47,13 +47,15 @@
 #define Anum_es_entity_types_generation		6
 #define Anum_es_entity_types_owner			7
 #define Anum_es_entity_types_search_path	8
-#define Natts_es_entity_types				8
+#define Anum_es_entity_types_handler_owner	9
+#define Natts_es_entity_types				9
 
 /* Attribute numbers of eventsourced.commands */
 #define Anum_es_commands_handler	3
 #define Anum_es_commands_owner		4
 #define Anum_es_commands_search_path	5
-#define Natts_es_commands			5
+#define Anum_es_commands_handler_owner	6
+#define Natts_es_commands			6
 
 /* Longest handler signature the backend caches (longer ones are resolved each time) */
 #define ES_MAX_SIGNATURE_LEN	512
@@ -89,28 +91,30 @@ static const EsSignature command_handler_sig = {
 
 static EsStatement upsert_entity_type = {
 	"INSERT INTO eventsourced.entity_types AS t (entity_type, event_handler, "
-	"event_handler_hash, initial_state, snapshot_after, generation, owner, search_path) "
-	"VALUES ($1, $2, $3, $4, $5, "
+	"event_handler_hash, initial_state, snapshot_after, generation, owner, search_path, "
+	"handler_owner) VALUES ($1, $2, $3, $4, $5, "
 	"pg_catalog.nextval('eventsourced.generation_seq'::pg_catalog.regclass), "
-	"$6::pg_catalog.regrole, $7) "
+	"$6::pg_catalog.regrole, $7, $8::pg_catalog.regrole) "
 	"ON CONFLICT (entity_type) DO UPDATE SET event_handler = excluded.event_handler, "
 	"event_handler_hash = excluded.event_handler_hash, "
 	"initial_state = excluded.initial_state, snapshot_after = excluded.snapshot_after, "
 	"owner = excluded.owner, search_path = excluded.search_path, "
+	"handler_owner = excluded.handler_owner, "
 	"generation = CASE WHEN t.event_handler OPERATOR(pg_catalog.=) excluded.event_handler "
 	"AND t.event_handler_hash OPERATOR(pg_catalog.=) excluded.event_handler_hash "
 	"AND t.initial_state OPERATOR(pg_catalog.=) excluded.initial_state "
 	"AND t.search_path OPERATOR(pg_catalog.=) excluded.search_path "
 	"THEN t.generation ELSE excluded.generation END",
-	7, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID, OIDOID, TEXTOID}
+	8, {TEXTOID, TEXTOID, INT8OID, JSONBOID, INT4OID, OIDOID, TEXTOID, OIDOID}
 };
 
 static EsStatement upsert_command = {
-	"INSERT INTO eventsourced.commands AS c (entity_type, command, handler, owner, search_path) "
-	"VALUES ($1, $2, $3, $4::pg_catalog.regrole, $5) "
+	"INSERT INTO eventsourced.commands AS c (entity_type, command, handler, owner, search_path, "
+	"handler_owner) VALUES ($1, $2, $3, $4::pg_catalog.regrole, $5, $6::pg_catalog.regrole) "
 	"ON CONFLICT (entity_type, command) DO UPDATE SET handler = excluded.handler, "
-	"owner = excluded.owner, search_path = excluded.search_path",
-	5, {TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID}
+	"owner = excluded.owner, search_path = excluded.search_path, "
+	"handler_owner = excluded.handler_owner",
+	6, {TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID}
 };
 
 /* Run one statement on our tables as the owner of relid; returns rows processed */
@@ -433,6 +437,15 @@ es_resolve_handler(Datum signature, const EsSignature *sig)
 	return fn;
 }
 
+/* A stored projection handler signature resolved to its function (form checked by the caller) */
+Oid
+es_resolve_projection_handler(Datum signature)
+{
+	static const EsSignature projection_handler_sig = {"projection handler", {0}, InvalidOid, ""};
+
+	return es_lookup_signature(signature, &projection_handler_sig);
+}
+
 /* An entity type that nobody registered */
 static void
 es_report_unregistered(text *type)
@@ -443,13 +456,18 @@ es_report_unregistered(text *type)
 			 errhint("Register it with eventsourced.register_entity().")));
 }
 
-/* A registered handler from its row: the function, its registrant, whom it runs as, and how */
+/*
+ * A registered handler from its row: the function, its registrant, whom it
+ * runs as, whom it ran as when registered, and with which search_path.
+ * The columns follow the handler's: owner, search_path, handler_owner.
+ */
 static void
 es_handler_from_row(const Datum *values, int fn_attno, int owner_attno, int path_attno,
-					const EsSignature *sig, EsHandler *h)
+					int handler_owner_attno, const EsSignature *sig, EsHandler *h)
 {
 	h->fn = es_resolve_handler(values[fn_attno - 1], sig);
 	h->registrant = DatumGetObjectId(values[owner_attno - 1]);
+	h->handler_owner = DatumGetObjectId(values[handler_owner_attno - 1]);
 	h->run_as.owner = es_function_owner(h->fn);
 	h->run_as.search_path = TextDatumGetCString(values[path_attno - 1]);
 }
@@ -478,7 +496,7 @@ es_lookup_entity_type(text *type, EsEntityType *reg)
 		es_report_unregistered(type);
 	es_handler_from_row(values, Anum_es_entity_types_event_handler,
 						Anum_es_entity_types_owner, Anum_es_entity_types_search_path,
-						&event_handler_sig,
+						Anum_es_entity_types_handler_owner, &event_handler_sig,
 						&reg->event_handler);
 	reg->initial_state = values[Anum_es_entity_types_initial_state - 1];
 	reg->snapshot_after = nulls[Anum_es_entity_types_snapshot_after - 1] ? 0 :
@@ -515,7 +533,8 @@ es_lookup_command(text *type, text *command, EsHandler *h)
 						text_to_cstring(type), text_to_cstring(command)),
 				 errhint("Register it with eventsourced.register_command().")));
 	es_handler_from_row(values, Anum_es_commands_handler, Anum_es_commands_owner,
-						Anum_es_commands_search_path, &command_handler_sig, h);
+						Anum_es_commands_search_path, Anum_es_commands_handler_owner,
+						&command_handler_sig, h);
 }
 
 /*
@@ -551,6 +570,7 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 	PreventCommandIfReadOnly("eventsourced.register_entity()");
 	es_check_handler_owner(handler, "an event handler");
 	es_check_reads_all_events(GetUserId());
+	es_check_reads_all_events(es_function_owner(handler));
 
 	es_lock_registrations(cat->entity_types);
 	if (es_fetch_entity_type(type, values, nulls))
@@ -565,8 +585,9 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	values[5] = ObjectIdGetDatum(GetUserId());
 	values[6] = CStringGetTextDatum(es_registrant_search_path());
+	values[7] = ObjectIdGetDatum(es_function_owner(handler));
 	nulls[4] = PG_ARGISNULL(3);
-	nulls[5] = nulls[6] = false;
+	nulls[5] = nulls[6] = nulls[7] = false;
 	(void) es_exec_as_owner(cat->entity_types, &upsert_entity_type, values, nulls);
 	PG_RETURN_VOID();
 }
@@ -603,11 +624,12 @@ eventsourced_register_command(PG_FUNCTION_ARGS)
 	text	   *command = es_name_arg(fcinfo, 1, "command", ES_MAX_TYPE_LEN);
 	int64		hash;
 	Oid			handler = es_handler_arg(fcinfo, 2, &command_handler_sig, &hash);
-	Datum		values[5];
+	Datum		values[6];
 
 	PreventCommandIfReadOnly("eventsourced.register_command()");
 	es_check_handler_owner(handler, "a command handler");
 	es_check_reads_all_events(GetUserId());
+	es_check_reads_all_events(es_function_owner(handler));
 	LockRelationOid(cat->entity_types, ShareLock);
 	es_lock_registrations(cat->commands);
 	es_check_command_manage(type, command);
@@ -617,6 +639,7 @@ eventsourced_register_command(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(format_procedure_qualified(handler));
 	values[3] = ObjectIdGetDatum(GetUserId());
 	values[4] = CStringGetTextDatum(es_registrant_search_path());
+	values[5] = ObjectIdGetDatum(es_function_owner(handler));
 	(void) es_exec_as_owner(cat->commands, &upsert_command, values, NULL);
 	PG_RETURN_VOID();
 }

@@ -186,15 +186,23 @@ es_check_handler_owner(Oid fn, const char *what)
 }
 
 /*
- * At every use: a handler runs as its function's owner, which must be a
- * role whose rights its registrant has.  A function whose owner changed
- * (ALTER FUNCTION OWNER, REASSIGN OWNED), that was dropped and created
- * again by another role, or whose registrant was dropped, is refused until
- * it is registered again.
+ * At every use: a handler runs as its function's owner, which must still be
+ * the role that owned it at registration (handler_owner), and a role whose
+ * rights its registrant has.  A function whose owner changed (ALTER
+ * FUNCTION OWNER, REASSIGN OWNED), that was dropped and created again by
+ * another role, or whose registrant was dropped, is refused until it is
+ * registered again.
  */
 void
-es_check_run_as(Oid fn, Oid registrant, Oid runner)
+es_check_run_as(Oid fn, Oid registrant, Oid runner, Oid handler_owner)
 {
+	if (runner != handler_owner)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("handler %s belongs to %s, not to %s as when it was registered",
+						format_procedure(fn), es_role_name(runner), es_role_name(handler_owner)),
+				 errdetail("Handlers run as their function's owner; a function that changed hands, or was created again by another role, is not run."),
+				 errhint("Register the handler again.")));
 	if (has_privs_of_role(registrant, runner))
 		return;
 	ereport(ERROR,

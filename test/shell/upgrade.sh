@@ -81,4 +81,10 @@ q "CREATE EXTENSION eventsourced" $fresh
 check "a new installation is at 0.2.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.2.0"
 check "the upgraded tables have the columns of a new installation" \
       "$(q "$shape" | md5sum)" "$(q "$shape" $fresh | md5sum)"
+check "no column of a reg* type that pg_upgrade refuses" \
+      "$(q "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
+            WHERE c.relnamespace = 'eventsourced'::regnamespace AND a.attnum > 0
+              AND a.atttypid IN ('regproc'::regtype, 'regprocedure'::regtype, 'regoper'::regtype,
+                                 'regoperator'::regtype, 'regconfig'::regtype, 'regdictionary'::regtype,
+                                 'regnamespace'::regtype, 'regcollation'::regtype)")" "0"
 q "DROP OWNED BY es_u_app" >/dev/null
