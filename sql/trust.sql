@@ -262,6 +262,17 @@ SELECT status, last_error FROM eventsourced.projections WHERE name = 't_recurse'
 SELECT eventsourced.drop_projection('t_recurse');
 DROP FUNCTION t_recurse(text,bigint,text,jsonb,bigint);
 
+-- A handler that raises query_canceled itself gets its error strategy, like
+-- any other failing handler (only a real cancel of the session ends a run).
+CREATE FUNCTION t_fake_cancel(entity_id text, seq_no bigint, event_type text,
+                              payload jsonb, pos bigint) RETURNS void
+LANGUAGE plpgsql AS $$BEGIN RAISE EXCEPTION 'not really' USING ERRCODE = 'query_canceled'; END$$;
+SELECT eventsourced.create_projection('t_fake', 't_counter', 't_fake_cancel(text,bigint,text,jsonb,bigint)');
+SELECT eventsourced.run_projection('t_fake');
+SELECT status, last_error FROM eventsourced.projections WHERE name = 't_fake';
+SELECT eventsourced.drop_projection('t_fake');
+DROP FUNCTION t_fake_cancel(text,bigint,text,jsonb,bigint);
+
 -- A transient error (serialization failure, deadlock, lock timeout) never
 -- skips an event, whatever the strategy: the next run tries it again.
 CREATE TABLE t_flaky_flag (on_ boolean);

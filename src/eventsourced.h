@@ -168,6 +168,7 @@ extern int	es_notify_flush(void);
 /* projection.c */
 extern void es_projection_init(void);
 extern void es_projection_worker_setup(void);
+extern void es_projection_mark_failed(text *name, const char *message);
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
 								TimestampTz deadline, bool *progressed);
 
@@ -176,6 +177,7 @@ extern void es_protoreg_init(void);
 
 /* worker.c */
 extern void es_worker_init(void);
+extern void es_worker_note_hard_stop(void);
 
 /* scan.c */
 extern bool es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,

@@ -59,6 +59,7 @@ static int	projection_timeout_ms = 60000;
 
 /* The worker's limit on a batch's handler calls (es_projection_worker_setup) */
 static TimeoutId timeout_id = MAX_TIMEOUTS;
+static TimeoutId hard_timeout_id = MAX_TIMEOUTS;
 static volatile sig_atomic_t timeout_fired = false;
 
 /* A projection run is in progress in this session (runs do not nest) */
@@ -277,31 +278,72 @@ es_projection_timeout(void)
 }
 
 /*
+ * Second timeout handler: the handler went on after its cancel (it caught
+ * query_canceled).  The worker exits (FATAL, which no handler can catch);
+ * its successor marks the projection failed (worker.c).
+ */
+static void
+es_projection_hard_timeout(void)
+{
+	es_worker_note_hard_stop();
+	InterruptPending = true;
+	ProcDiePending = true;
+	SetLatch(MyLatch);
+}
+
+/*
  * In the background worker: handler calls are limited by
- * eventsourced.projection_timeout (no statement_timeout applies there).
+ * eventsourced.projection_timeout (no statement_timeout applies there), and
+ * stopped for good at twice that.
  */
 void
 es_projection_worker_setup(void)
 {
 	timeout_id = RegisterTimeout(USER_TIMEOUT, es_projection_timeout);
+	hard_timeout_id = RegisterTimeout(USER_TIMEOUT, es_projection_hard_timeout);
 }
 
-/* Start the limit for the handler calls that follow, if there is one */
+/* Start the limits for the handler calls that follow, if there are */
 static void
 es_timeout_start(void)
 {
+	EnableTimeoutParams limits[2];
+
 	timeout_fired = false;
-	if (timeout_id != MAX_TIMEOUTS && projection_timeout_ms > 0)
-		enable_timeout_after(timeout_id, projection_timeout_ms);
+	if (timeout_id == MAX_TIMEOUTS || projection_timeout_ms <= 0)
+		return;
+	limits[0].id = timeout_id;
+	limits[0].type = TMPARAM_AFTER;
+	limits[0].delay_ms = projection_timeout_ms;
+	limits[1].id = hard_timeout_id;
+	limits[1].type = TMPARAM_AFTER;
+	limits[1].delay_ms = projection_timeout_ms > INT_MAX / 2 ? INT_MAX : 2 * projection_timeout_ms;
+	enable_timeouts(limits, 2);
 }
 
-/* Stop the limit; whether it fired */
+/* Stop the limits; whether the first one fired */
 static bool
 es_timeout_stop(void)
 {
 	if (timeout_id != MAX_TIMEOUTS && projection_timeout_ms > 0)
+	{
 		disable_timeout(timeout_id, false);
+		disable_timeout(hard_timeout_id, false);
+	}
 	return timeout_fired;
+}
+
+/*
+ * Whether an error is a cancel or shutdown of this session (which ends the
+ * run), not a handler raising that SQLSTATE itself (which is a handler
+ * error like any other).
+ */
+static bool
+es_interrupted(const ErrorData *err)
+{
+	return (err->sqlerrcode == ERRCODE_QUERY_CANCELED ||
+			err->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN) &&
+		err->funcname != NULL && strcmp(err->funcname, "ProcessInterrupts") == 0;
 }
 
 /* Whether a run must stop taking new events: its time slice is used up */
@@ -351,8 +393,7 @@ es_apply_range(EsProjection *p, const EsFeedEvent *events, int from, int to,
 		if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED && timed_out)
 			(*err)->message = psprintf("projection handler ran longer than eventsourced.projection_timeout (%d ms)",
 									   projection_timeout_ms);
-		else if ((*err)->sqlerrcode == ERRCODE_QUERY_CANCELED ||
-				 (*err)->sqlerrcode == ERRCODE_ADMIN_SHUTDOWN)
+		else if (es_interrupted(*err))
 			ReThrowError(*err);
 		ok = false;
 	}
@@ -718,6 +759,22 @@ eventsourced_drop_projection(PG_FUNCTION_ARGS)
 	values[0] = PointerGetDatum(name);
 	(void) es_exec_as_owner(es_catalog()->projection_state, &delete_projection, values, NULL);
 	PG_RETURN_VOID();
+}
+
+static EsStatement fail_projection = {
+	"UPDATE eventsourced.projection_state SET status = 'failed', last_error = $2, "
+	"updated_at = pg_catalog.now() "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
+	2, {TEXTOID, TEXTOID}
+};
+
+/* Mark a projection failed, with a message (the worker, after stopping its handler) */
+void
+es_projection_mark_failed(text *name, const char *message)
+{
+	Datum		values[2] = {PointerGetDatum(name), CStringGetTextDatum(message)};
+
+	(void) es_exec_as_owner(es_catalog()->projection_state, &fail_projection, values, NULL);
 }
 
 /* GUCs of projections */

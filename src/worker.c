@@ -38,6 +38,7 @@
 #include "storage/ipc.h"
 #include "storage/latch.h"
 #include "storage/lock.h"
+#include "storage/shmem.h"
 #include "tcop/tcopprot.h"
 #include "utils/builtins.h"
 #include "utils/guc.h"
@@ -55,6 +56,21 @@
 #define ES_WORKER_KINDS			(ES_MAX_WORKERS_PER_DB + 1)
 
 PGDLLEXPORT void eventsourced_worker_main(Datum arg);
+
+/*
+ * What a projection worker is running, kept in shared memory so that the
+ * worker that replaces it knows which projection's handler had to be
+ * stopped the hard way (see es_projection_worker_setup).
+ */
+typedef struct EsWorkerSlot
+{
+	char		running[ES_MAX_TYPE_LEN + 1];	/* projection name, "" when none */
+	bool		hard_stopped;
+} EsWorkerSlot;
+
+static EsWorkerSlot *worker_slots = NULL;	/* one per registered worker */
+static EsWorkerSlot *my_slot = NULL;
+static int	nworker_slots = 0;
 
 static char *worker_databases = NULL;
 static int	projection_workers = 1;
@@ -98,6 +114,26 @@ es_worker_register(int db, const char *dbname, int kind)
 	RegisterBackgroundWorker(&worker);
 }
 
+/* Size of the worker slots */
+static Size
+es_worker_shmem_size(void)
+{
+	return mul_size(Max(nworker_slots, 1), sizeof(EsWorkerSlot));
+}
+
+/* Create or attach to the worker slots */
+static void
+es_worker_shmem_attach(void *ptr, bool found)
+{
+	worker_slots = ptr;
+	if (!found)
+		memset(worker_slots, 0, es_worker_shmem_size());
+}
+
+static const EsShmemPart worker_part = {
+	"eventsourced workers", es_worker_shmem_size, 0, es_worker_shmem_attach
+};
+
 /* Register the static workers: a notifier and the projection workers of each listed database */
 static void
 es_worker_register_all(void)
@@ -107,6 +143,41 @@ es_worker_register_all(void)
 	for (int d = 0; d < list_length(dbs); d++)
 		for (int k = 0; k <= projection_workers; k++)
 			es_worker_register(d, (char *) list_nth(dbs, d), k);
+	nworker_slots = list_length(dbs) * ES_WORKER_KINDS;
+	es_shmem_register(&worker_part);
+}
+
+/* The handler running in this worker ignored its cancel: it is being stopped (signal-safe) */
+void
+es_worker_note_hard_stop(void)
+{
+	if (my_slot != NULL)
+		my_slot->hard_stopped = true;
+}
+
+/*
+ * At start: if this worker's predecessor had to be stopped inside a
+ * projection's handler, mark that projection failed, so that it is not
+ * run again before its owner looks at it.
+ */
+static void
+es_worker_fail_stopped_projection(void)
+{
+	if (my_slot == NULL || !my_slot->hard_stopped || my_slot->running[0] == '\0')
+		return;
+	ereport(WARNING,
+			(errmsg("projection \"%s\" is marked failed: its handler ignored the cancel at eventsourced.projection_timeout",
+					my_slot->running)));
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("eventsourced", true)))
+		es_projection_mark_failed(cstring_to_text(my_slot->running),
+								  "projection handler did not stop when cancelled at eventsourced.projection_timeout; the worker was restarted");
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+	my_slot->running[0] = '\0';
+	my_slot->hard_stopped = false;
 }
 
 /*
@@ -177,6 +248,8 @@ es_worker_run_batch(const char *name)
 {
 	bool		progressed;
 
+	if (my_slot != NULL)
+		strlcpy(my_slot->running, name, sizeof(my_slot->running));
 	SetCurrentStatementStartTimestamp();
 	StartTransactionCommand();
 	PushActiveSnapshot(GetTransactionSnapshot());
@@ -227,6 +300,8 @@ es_worker_try_batch(const char *name)
 	PG_TRY();
 	{
 		progressed = es_worker_run_batch(name);
+		if (my_slot != NULL)
+			my_slot->running[0] = '\0';
 	}
 	PG_CATCH();
 	{
@@ -234,6 +309,8 @@ es_worker_try_batch(const char *name)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		LockReleaseSession(USER_LOCKMETHOD);
+		if (my_slot != NULL)
+			my_slot->running[0] = '\0';
 		relist = true;
 	}
 	PG_END_TRY();
@@ -304,7 +381,12 @@ eventsourced_worker_main(Datum arg)
 	pgstat_report_appname(notifier ? "eventsourced notifier" : "eventsourced worker");
 	es_notify_register_worker(notifier);
 	if (!notifier)
+	{
+		if (worker_slots != NULL && DatumGetInt32(arg) < nworker_slots)
+			my_slot = &worker_slots[DatumGetInt32(arg)];
 		es_projection_worker_setup();
+		es_worker_fail_stopped_projection();
+	}
 	pass_cxt = AllocSetContextCreate(TopMemoryContext, "eventsourced worker pass",
 									 ALLOCSET_DEFAULT_SIZES);
 	for (;;)

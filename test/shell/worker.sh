@@ -210,6 +210,17 @@ check "a handler that never returns is cut off and its event skipped" \
       "$(wait_for "SELECT errors || ' ' || (last_error LIKE '%projection_timeout%') FROM eventsourced.projections WHERE name = 'e_forever'" "1 true")" "1 true"
 q "SELECT eventsourced.append('fast', 'f2', NULL, 'E', '{}')" >/dev/null
 check "the other projections go on" "$(wait_for "SELECT count(*) FROM fast_seen" 2)" "2"
+# A handler that catches the cancel and goes on is stopped for good at
+# twice the timeout (the worker restarts) and its projection marked failed.
+q "CREATE FUNCTION stubborn(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE plpgsql AS
+   'BEGIN LOOP BEGIN PERFORM pg_sleep(1000); EXCEPTION WHEN query_canceled THEN NULL; END; END LOOP; END'" >/dev/null
+q "SELECT eventsourced.create_projection('f_stubborn', 'stubborn', 'stubborn(text,bigint,text,jsonb,bigint)', 'skip')" >/dev/null
+q "SELECT eventsourced.append('stubborn', 'x1', NULL, 'E', '{}')" >/dev/null
+check "a handler that ignores the cancel gets its projection marked failed" \
+      "$(wait_for "SELECT status || ' ' || (last_error LIKE '%did not stop%') FROM eventsourced.projections WHERE name = 'f_stubborn'" "failed true")" "failed true"
+q "SELECT eventsourced.append('fast', 'f3', NULL, 'E', '{}')" >/dev/null
+check "the restarted worker goes on with the others" "$(wait_for "SELECT count(*) FROM fast_seen" 3)" "3"
 psql -X -q -d postgres -c "ALTER SYSTEM RESET eventsourced.projection_timeout" -c "SELECT pg_reload_conf()" >/dev/null
 
 q "DROP OWNED BY es_w_app" >/dev/null
