@@ -94,6 +94,6 @@ CREATE FUNCTION eventsourced.ddl_guard() RETURNS event_trigger
 REVOKE ALL ON FUNCTION eventsourced.ddl_guard() FROM PUBLIC;
 CREATE EVENT TRIGGER eventsourced_ddl_guard ON ddl_command_start
     WHEN TAG IN ('ALTER TABLE', 'ALTER INDEX', 'ALTER VIEW', 'ALTER MATERIALIZED VIEW',
-                 'ALTER FOREIGN TABLE', 'ALTER SEQUENCE', 'ALTER TYPE', 'CREATE TABLE',
+                 'ALTER FOREIGN TABLE', 'ALTER TYPE', 'CREATE TABLE',
                  'CREATE TRIGGER', 'CREATE RULE', 'DROP INDEX', 'DROP TRIGGER')
     EXECUTE FUNCTION eventsourced.ddl_guard();

@@ -107,7 +107,7 @@ CREATE TABLE ops_parent (LIKE eventsourced.events) PARTITION BY RANGE (position)
 ALTER TABLE ops_parent ATTACH PARTITION eventsourced.events FOR VALUES FROM (MINVALUE) TO (MAXVALUE);
 DROP TABLE ops_parent;
 CREATE TABLE ops_child () INHERITS (eventsourced.events);
--- the extension's types, view, indexes, triggers and sequence
+-- the extension's types, view, indexes and triggers
 ALTER TYPE eventsourced.event_data ADD ATTRIBUTE extra text;
 ALTER TYPE eventsourced.command_result ADD ATTRIBUTE extra text;
 ALTER VIEW eventsourced.projections RESET (security_invoker);
@@ -115,7 +115,6 @@ ALTER INDEX eventsourced.events RENAME TO events2;
 ALTER INDEX eventsourced.events_pkey RENAME TO events_pk;
 DROP INDEX eventsourced.events_event_id_key;
 DROP TRIGGER events_immutable ON eventsourced.events;
-ALTER SEQUENCE eventsourced.events_position_seq RESTART WITH 1;
 \set VERBOSITY terse
 BEGIN;
 ALTER TABLE eventsourced.events DISABLE TRIGGER events_immutable;

@@ -12,10 +12,11 @@
  * enabling and disabling triggers (the documented purge), row-level
  * security, storage parameters and tablespaces, statistics, clustering,
  * replica identity, owner.  CREATE TRIGGER, CREATE RULE, renames, SET
- * SCHEMA, ALTER SEQUENCE, changes to the extension's view and composite
+ * SCHEMA, changes to the extension's view and composite
  * types, making one of its tables a partition or a parent, and dropping its
  * indexes or triggers are refused.  CREATE INDEX, GRANT/REVOKE and policies
- * stay allowed.  The extension's own scripts (CREATE and
+ * stay allowed, and so does ALTER SEQUENCE of the position sequence (the
+ * documented TRUNCATE and RESTART of an emptied store).  The extension's own scripts (CREATE and
  * ALTER EXTENSION) are not checked.  A superuser who knows better can
  * disable the event trigger (ALTER EVENT TRIGGER eventsourced_ddl_guard
  * DISABLE); the C code still refuses a table of the wrong shape (55000).
@@ -212,10 +213,6 @@ es_check_statement(Node *stmt)
 		case T_AlterObjectSchemaStmt:
 			if (OidIsValid(relid = es_our_relation(((AlterObjectSchemaStmt *) stmt)->relation)))
 				es_refuse_ddl(relid, "SET SCHEMA");
-			break;
-		case T_AlterSeqStmt:
-			if (OidIsValid(relid = es_our_relation(((AlterSeqStmt *) stmt)->sequence)))
-				es_refuse_ddl(relid, "ALTER SEQUENCE");
 			break;
 		default:
 			break;
