@@ -5,7 +5,10 @@
 # "postgres" when invoked as root (PostgreSQL refuses to run as root), on a
 # private socket directory with no TCP listener.
 
-ES_PGBIN=${ES_PGBIN:-$(pg_config --bindir)}
+# The server's binaries.  On a machine without PostgreSQL yet, pg_config
+# appears only once es_install_packages has run; it sets ES_PGBIN then.
+ES_PGBIN=${ES_PGBIN:-$(pg_config --bindir 2>/dev/null || true)}
+export ES_PGBIN
 
 # Run a command as the cluster's owner.
 es_as_owner() {
@@ -24,12 +27,22 @@ es_install_packages() {
              libprotobuf-c-dev protobuf-c-compiler make gcc; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
-    [ ${#need[@]} -eq 0 ] && return 0
-    local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    echo "installing: ${need[*]}"
-    $sudo apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null
+    if [ ${#need[@]} -gt 0 ]; then
+        local sudo=""
+        [ "$(id -u)" = 0 ] || sudo=sudo
+        echo "installing: ${need[*]}"
+        $sudo apt-get update -qq || return 1
+        DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null || return 1
+    fi
+    es_find_pgbin
+}
+
+# Set ES_PGBIN from pg_config, or fail with a clear message.
+es_find_pgbin() {
+    [ -n "$ES_PGBIN" ] && [ -x "$ES_PGBIN/initdb" ] && return 0
+    ES_PGBIN=$(pg_config --bindir 2>/dev/null) && [ -x "$ES_PGBIN/initdb" ] && export ES_PGBIN && return 0
+    echo "PostgreSQL's server binaries were not found (pg_config --bindir: '$ES_PGBIN')" >&2
+    return 1
 }
 
 # Build and install the extension into the system's PostgreSQL.
@@ -44,6 +57,7 @@ es_build_install() {
 es_cluster_start() {
     local dir=$1 port=$2
     shift 2
+    es_find_pgbin || return 1
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
     es_as_owner "$ES_PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
