@@ -14,10 +14,15 @@
  * projection workers register too, only to be woken by commits.
  *
  * Locking: committers never take a lock.  A (database, type) entry is
- * claimed once with a compare-and-swap on its state and never freed; its
- * highest position is raised with compare-and-swap and its "dirty" flag set
- * afterwards, and the worker swaps the flag back before it reads the
- * position, so a position is notified at least once (maybe twice).  Worker
+ * claimed with a compare-and-swap on its state; its highest position is
+ * raised with compare-and-swap and its "dirty" flag set afterwards, and the
+ * notifier swaps the flag back before it reads the position, so a position
+ * is notified at least once (maybe twice).  A committer counts itself in
+ * the entry's users while it uses it; the notifier frees an entry of its
+ * database that no committer used for a whole pass and that has nothing to
+ * notify, by moving its state to FREEING and back to READY when a user
+ * came in meanwhile (see es_notify_entry), so the 1,024 entries serve any
+ * number of types over time.  Worker
  * registration (rare) takes one LWLock; committers read the registered
  * databases with atomics.  Appenders publish in XACT_EVENT_COMMIT, i.e.
  * after their commit is visible, so a listener woken by the notification
@@ -50,11 +55,14 @@
 #define ES_ENTRY_FREE			0
 #define ES_ENTRY_CLAIMED		1	/* its claimer is filling in the names */
 #define ES_ENTRY_READY			2
+#define ES_ENTRY_FREEING		3	/* the notifier is freeing it */
 
 /* One (database, type) pair with the highest position appended */
 typedef struct EsNotifyEntry
 {
 	pg_atomic_uint32 state;
+	pg_atomic_uint32 users;		/* committers using it right now */
+	pg_atomic_uint32 touched;	/* used since the notifier last looked */
 	pg_atomic_uint32 dirty;		/* position not notified yet */
 	pg_atomic_uint64 position;
 	Oid			dboid;
@@ -120,6 +128,8 @@ es_notify_shmem_attach(void *ptr, bool found)
 	for (int i = 0; i < ES_NOTIFY_ENTRIES; i++)
 	{
 		pg_atomic_init_u32(&notify_shared->entries[i].state, ES_ENTRY_FREE);
+		pg_atomic_init_u32(&notify_shared->entries[i].users, 0);
+		pg_atomic_init_u32(&notify_shared->entries[i].touched, 0);
 		pg_atomic_init_u32(&notify_shared->entries[i].dirty, 0);
 		pg_atomic_init_u64(&notify_shared->entries[i].position, 0);
 	}
@@ -212,20 +222,35 @@ es_notify_direct(void)
 		Async_Notify(ES_NOTIFY_CHANNEL, es_notify_payload(NULL, pending_max_position));
 }
 
-/* Wait until a claimed entry's names are filled in */
+/* Wait a little for an entry in a passing state (claimed, being freed) */
 static void
 es_notify_entry_wait(EsNotifyEntry *e)
 {
 	SpinDelayStatus delay;
+	uint32		state;
 
 	init_local_spin_delay(&delay);
-	while (pg_atomic_read_u32(&e->state) == ES_ENTRY_CLAIMED)
+	while ((state = pg_atomic_read_u32(&e->state)) == ES_ENTRY_CLAIMED ||
+		   state == ES_ENTRY_FREEING)
 		perform_spin_delay(&delay);
 	finish_spin_delay(&delay);
 	pg_read_barrier();
 }
 
-/* The shared entry of (this database, type), or NULL when the table is full */
+/* Whether a ready entry is (this database, type) */
+static bool
+es_notify_entry_is(EsNotifyEntry *e, const char *type)
+{
+	return e->dboid == MyDatabaseId && strcmp(e->type, type) == 0;
+}
+
+/*
+ * The shared entry of (this database, type), claimed for our use (release
+ * it with es_notify_entry_release), or NULL when the table is full.  An
+ * entry in use cannot be freed: the user count is raised before the state
+ * is checked again, and the notifier changes the state before it reads the
+ * count (both with full barriers).
+ */
 static EsNotifyEntry *
 es_notify_entry(const char *type)
 {
@@ -235,21 +260,67 @@ es_notify_entry(const char *type)
 	for (int probe = 0; probe < ES_NOTIFY_ENTRIES; probe++)
 	{
 		EsNotifyEntry *e = &notify_shared->entries[(h + probe) % ES_NOTIFY_ENTRIES];
-		uint32		state = ES_ENTRY_FREE;
 
-		if (pg_atomic_compare_exchange_u32(&e->state, &state, ES_ENTRY_CLAIMED))
+		for (;;)
 		{
-			e->dboid = MyDatabaseId;
-			strlcpy(e->type, type, sizeof(e->type));
-			pg_write_barrier();
-			pg_atomic_write_u32(&e->state, ES_ENTRY_READY);
-			return e;
+			uint32		state = ES_ENTRY_FREE;
+
+			if (pg_atomic_compare_exchange_u32(&e->state, &state, ES_ENTRY_CLAIMED))
+			{
+				e->dboid = MyDatabaseId;
+				strlcpy(e->type, type, sizeof(e->type));
+				pg_atomic_write_u32(&e->users, 1);
+				pg_write_barrier();
+				pg_atomic_write_u32(&e->state, ES_ENTRY_READY);
+				return e;
+			}
+			es_notify_entry_wait(e);
+			if (pg_atomic_read_u32(&e->state) != ES_ENTRY_READY)
+				continue;		/* freed meanwhile: try to claim it */
+			if (!es_notify_entry_is(e, type))
+				break;			/* another pair's: next slot */
+			pg_atomic_fetch_add_u32(&e->users, 1);
+			if (pg_atomic_read_u32(&e->state) == ES_ENTRY_READY)
+				return e;
+			pg_atomic_fetch_sub_u32(&e->users, 1);
 		}
-		es_notify_entry_wait(e);
-		if (e->dboid == MyDatabaseId && strcmp(e->type, type) == 0)
-			return e;
 	}
 	return NULL;
+}
+
+/* Done with an entry: mark it used, let the notifier free it when idle */
+static void
+es_notify_entry_release(EsNotifyEntry *e)
+{
+	pg_atomic_write_u32(&e->touched, 1);
+	pg_atomic_fetch_sub_u32(&e->users, 1);
+}
+
+/*
+ * The notifier's part of freeing: an entry of its database that was not
+ * used since its last look and has nothing to notify is freed, unless a
+ * committer holds it.  Returns whether it was freed.
+ */
+static bool
+es_notify_entry_try_free(EsNotifyEntry *e)
+{
+	uint32		state = ES_ENTRY_READY;
+
+	if (pg_atomic_exchange_u32(&e->touched, 0) != 0)
+		return false;
+	if (!pg_atomic_compare_exchange_u32(&e->state, &state, ES_ENTRY_FREEING))
+		return false;
+	if (pg_atomic_read_u32(&e->users) != 0 || pg_atomic_read_u32(&e->dirty) != 0)
+	{
+		pg_atomic_write_u32(&e->state, ES_ENTRY_READY);
+		return false;
+	}
+	pg_atomic_write_u64(&e->position, 0);
+	e->dboid = InvalidOid;
+	e->type[0] = '\0';
+	pg_write_barrier();
+	pg_atomic_write_u32(&e->state, ES_ENTRY_FREE);
+	return true;
 }
 
 /* After commit: hand our types to the workers and wake them, which also runs their projections */
@@ -267,6 +338,7 @@ es_notify_publish(void)
 		}
 		es_atomic_max_u64(&e->position, (uint64) pending[i].position);
 		pg_atomic_write_u32(&e->dirty, 1);
+		es_notify_entry_release(e);
 	}
 	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
 	{
@@ -409,8 +481,13 @@ es_notify_flush(void)
 		if (pg_atomic_read_u32(&e->state) != ES_ENTRY_READY)
 			continue;
 		pg_read_barrier();
-		if (e->dboid != MyDatabaseId || pg_atomic_exchange_u32(&e->dirty, 0) == 0)
+		if (e->dboid != MyDatabaseId)
 			continue;
+		if (pg_atomic_exchange_u32(&e->dirty, 0) == 0)
+		{
+			(void) es_notify_entry_try_free(e);
+			continue;
+		}
 		strlcpy(out[nout].type, e->type, sizeof(out[nout].type));
 		out[nout].position = (int64) pg_atomic_read_u64(&e->position);
 		any_position = Max(any_position, out[nout].position);

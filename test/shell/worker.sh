@@ -83,6 +83,19 @@ check "20 types in one transaction: 17 notifications" \
 check "one of them for any type, at the transaction's highest position" \
       "$(echo "$out" | grep -c "payload \"{\"entity_type\": null, \"position\": $(q "SELECT max(position) FROM eventsourced.events")}\"")" "1"
 
+# The shared table of (database, type) pairs frees idle entries: after more
+# types than it holds (1,024), each appended in a transaction of its own, a
+# new type is still notified by name (it used to be "any type" until a restart).
+for i in $(seq 1 1100); do
+    echo "SELECT eventsourced.append('many_$i', 'm', NULL, 'E', '{}');"
+done | psql -X -q -d $db >/dev/null
+named=no
+for attempt in $(seq 1 15); do
+    out=$(notifications_during "SELECT eventsourced.append('fresh_$attempt', 'f', NULL, 'E', '{}')")
+    if echo "$out" | grep -q "\"entity_type\": \"fresh_$attempt\""; then named=yes; break; fi
+done
+check "after 1,100 types, a new type is still notified by name" "$named" "yes"
+
 # Error strategy 'stop' is respected: the worker stops the projection at the failing event.
 q "SELECT eventsourced.append('counter', 'bad', NULL, 'Increased', '{\"n\": 1, \"fail\": true}')" >/dev/null
 q "SELECT eventsourced.append('counter', 'c0', NULL, 'Increased', '{\"n\": 1000}')" >/dev/null
