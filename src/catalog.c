@@ -7,13 +7,18 @@
  */
 #include "eventsourced.h"
 
+#include "access/genam.h"
 #include "access/htup_details.h"
+#include "access/stratnum.h"
+#include "access/table.h"
 #include "catalog/namespace.h"
 #include "catalog/pg_class.h"
 #include "catalog/pg_index.h"
+#include "catalog/pg_subscription_rel.h"
 #include "catalog/pg_type.h"
 #include "miscadmin.h"
 #include "utils/acl.h"
+#include "utils/fmgroids.h"
 #include "utils/inval.h"
 #include "utils/lsyscache.h"
 #include "utils/rel.h"
@@ -23,6 +28,9 @@
 
 static EsCatalog cache;
 static bool cache_valid = false;
+
+/* Whether the events table is a logical replication target (-1: unknown) */
+static int	events_subscribed = -1;
 
 /* Whether relid is one of the cached relations (tables, indexes, sequence) */
 static bool
@@ -56,11 +64,43 @@ es_catalog_invalidate(Datum arg, Oid relid)
 		cache_valid = false;
 }
 
-/* Register the invalidation callback */
+/* Forget whether the events table is subscribed when subscriptions change */
+static void
+es_subscription_invalidate(Datum arg, int cacheid, uint32 hashvalue)
+{
+	events_subscribed = -1;
+}
+
+/* Register the invalidation callbacks */
 void
 es_catalog_init(void)
 {
 	CacheRegisterRelcacheCallback(es_catalog_invalidate, (Datum) 0);
+	CacheRegisterSyscacheCallback(SUBSCRIPTIONRELMAP, es_subscription_invalidate, (Datum) 0);
+}
+
+/*
+ * Whether the events table is the target of a logical replication
+ * subscription in this database (cached until subscriptions change).
+ */
+bool
+es_events_subscribed(void)
+{
+	Oid			events = es_catalog()->events;
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+
+	if (events_subscribed >= 0)
+		return events_subscribed == 1;
+	rel = table_open(SubscriptionRelRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_subscription_rel_srrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(events));
+	scan = systable_beginscan(rel, SubscriptionRelSrrelidSrsubidIndexId, true, NULL, 1, &key);
+	events_subscribed = HeapTupleIsValid(systable_getnext(scan)) ? 1 : 0;
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return events_subscribed == 1;
 }
 
 /* Look up one relation of ours, or fail with a hint to create the extension */

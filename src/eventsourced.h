@@ -132,6 +132,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 
 /* catalog.c */
 extern void es_catalog_init(void);
+extern bool es_events_subscribed(void);
 extern const EsCatalog *es_catalog(void);
 extern const Oid es_events_types[Natts_es_events];
 extern void es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types);

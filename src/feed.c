@@ -334,6 +334,13 @@ es_feed_snapshot(int64 *horizon)
 						   "a standby could return an event and later one with a lower position."),
 				 errhint("Read events_by_type() and read_all() on the primary; "
 						 "events_by_id() and last_seq_no() work on a standby.")));
+	if (es_events_subscribed())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("the event feed cannot be read where eventsourced.events is a logical replication target"),
+				 errdetail("The publisher's transactions arrive in commit order; which positions are still in flight is known only on the publisher."),
+				 errhint("Read events_by_type() and read_all() on the publisher; "
+						 "events_by_id() and last_seq_no() work here.")));
 	if (feed_shared != NULL)
 	{
 		*horizon = es_feed_shared_horizon();
