@@ -1,0 +1,62 @@
+-- Every documented limit at its edge and one past it (names counted in
+-- bytes, multibyte names included), and the SQLSTATE of every error in
+-- README's table.
+\set SHOW_CONTEXT never
+\set VERBOSITY sqlstate
+
+-- entity_type and event_type: at most 255 bytes; entity_id: at most 1024.
+SELECT eventsourced.append(repeat('t', 255), 'x', 0, 'E', '{}');
+SELECT eventsourced.append(repeat('t', 256), 'x', 0, 'E', '{}');
+-- 'é' is 2 bytes in UTF-8: 127 of them and one 'a' make 255 bytes, 128 make 256
+SELECT eventsourced.append(repeat('é', 127) || 'a', 'x', 0, 'E', '{}');
+SELECT eventsourced.append(repeat('é', 128), 'x', 0, 'E', '{}');
+SELECT eventsourced.append('lim', repeat('i', 1024), 0, 'E', '{}');
+SELECT eventsourced.append('lim', repeat('i', 1025), 0, 'E', '{}');
+SELECT eventsourced.append('lim', repeat('é', 512), 0, 'E', '{}');
+SELECT eventsourced.append('lim', repeat('é', 512) || 'a', 0, 'E', '{}');
+SELECT eventsourced.append('lim', 'e', 0, repeat('é', 127) || 'a', '{}');
+SELECT eventsourced.append('lim', 'e', 0, repeat('é', 128), '{}');
+SELECT octet_length(entity_type), octet_length(entity_id)
+  FROM eventsourced.events WHERE entity_id LIKE 'é%' OR entity_type LIKE 'é%' ORDER BY 1, 2;
+-- an EventBatch to append holds at most 100,000 events
+SELECT eventsourced.append_pb(decode(repeat('0a0f12036c696d1a01622a014532027b7d', 100000), 'hex'), 0);
+SELECT eventsourced.append_pb(decode(repeat('0a0f12036c696d1a01632a014532027b7d', 100001), 'hex'), 0);
+SELECT eventsourced.last_seq_no('lim', 'b'), eventsourced.last_seq_no('lim', 'c');
+
+-- README's errors table, one case each
+SELECT eventsourced.append('lim', 'e', 5, 'E', '{}');                       -- SC001
+SELECT eventsourced.append(NULL, 'x', 0, 'E', '{}');                        -- 22004
+SELECT eventsourced.append('lim', 'x', 0, 'E', NULL);                       -- 22004
+SELECT eventsourced.append('', 'x', 0, 'E', '{}');                          -- 22023
+SELECT eventsourced.append('lim', 'x', -1, 'E', '{}');                      -- 22023
+SELECT eventsourced.append('lim', 'x', 0, ARRAY[]::eventsourced.event_data[]); -- 22023
+SELECT eventsourced.save_snapshot('lim', 'e', 99, '{}');                    -- 22023
+SELECT eventsourced.read_all(-1);                                           -- 22023
+SELECT eventsourced.append('lim', 'x', 0,
+    ARRAY[[eventsourced.event('E', '{}')], [eventsourced.event('F', '{}')]]); -- 2202E
+SELECT eventsourced.append('lim', 'o1', 0, 'E', '{}', NULL, '77777777-7777-7777-7777-777777777777');
+SELECT eventsourced.append('lim', 'o2', 0, 'E', '{}', NULL, '77777777-7777-7777-7777-777777777777'); -- 23505
+SELECT eventsourced.append('lim', 'o3', 0, ARRAY[
+    eventsourced.event('E', '{}', NULL, '88888888-8888-8888-8888-888888888888'),
+    eventsourced.event('E', '{}', NULL, '88888888-8888-8888-8888-888888888888')]);        -- 23505
+SELECT eventsourced.append('lim', 'o1', 0, ARRAY[
+    eventsourced.event('E', '{}', NULL, '77777777-7777-7777-7777-777777777777'),
+    eventsourced.event('E', '{}', NULL, '99999999-9999-9999-9999-999999999999')]);        -- 23505
+UPDATE eventsourced.events SET payload = '{}' WHERE entity_type = 'lim';    -- 42501
+DELETE FROM eventsourced.events WHERE entity_type = 'lim';                  -- 42501
+BEGIN READ ONLY;
+SELECT eventsourced.append('lim', 'ro', 0, 'E', '{}');                      -- 25006
+ROLLBACK;
+BEGIN;
+SELECT eventsourced.append('lim', 'p', 0, 'E', '{}');
+PREPARE TRANSACTION 'lim';                                                  -- 0A000
+SELECT count(*) FROM pg_prepared_xacts WHERE gid = 'lim';
+BEGIN;
+ALTER EVENT TRIGGER eventsourced_ddl_guard DISABLE;
+ALTER TABLE eventsourced.events ADD COLUMN extra int;
+SELECT eventsourced.append('lim', 's', 0, 'E', '{}');                       -- 55000
+ROLLBACK;
+ALTER TABLE eventsourced.events ADD COLUMN extra int;                       -- 0A000
+-- nothing above wrote an event it refused
+SELECT entity_id, count(*) FROM eventsourced.events
+ WHERE entity_type = 'lim' AND entity_id IN ('x', 'o2', 'o3', 'ro', 'p', 's') GROUP BY 1;
