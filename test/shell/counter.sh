@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 15 (test/run fails when a different number of checks ran)
 # The counter example (examples/counter): its handlers behave as the Rust
 # example's (Increase/Decrease, Overflow past the bigint maximum, Underflow
 # below 0, bad amounts refused), and its libpq runner sends commands,

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 9 (test/run fails when a different number of checks ran)
 # pg_dump of a database and a restore into a fresh one keep every event and
 # snapshot, and the restored store goes on appending.  Uses PGHOST/PGPORT/PGUSER.
 set -u

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 9 (test/run fails when a different number of checks ran)
 # Logical replication of eventsourced.events into another database: the
 # subscriber receives the events and serves them by entity, and refuses
 # feed reads (the publisher's transactions arrive in commit order, so its

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 93 (test/run fails when a different number of checks ran)
 # The protobuf-to-JSON decoder outside the server: replays every fuzzing
 # corpus through its target (no crash, no sanitizer report where gcc has
 # them) and runs the unit test of pbjson.c (test/fuzz, no clang needed).

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 13 (test/run fails when a different number of checks ran)
 # Positions handed out in blocks from shared memory (library preloaded):
 # they grow in the order appends draw them, stay above every stored one
 # after a crash and a restart, start again after DROP/CREATE EXTENSION or

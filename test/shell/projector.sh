@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 13 (test/run fails when a different number of checks ran)
 # The projector example (examples/projector) keeps a read model of counter
 # totals outside the event store, live and exactly once: it follows appends
 # into another database, survives kill -9 and terminated connections, and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 7 (test/run fails when a different number of checks ran)
 # Round trips of the protobuf wire format through protoc (Debian's
 # protobuf-compiler): batches made by protoc --encode are appended with
 # append_pb, and events_by_type_pb / read_all_pb / load_snapshot_pb output

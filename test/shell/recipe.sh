@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 13 (test/run fails when a different number of checks ran)
 # README's least-privilege recipe, run exactly as written (the block between
 # "recipe: begin" and "recipe: end"), then used: the model's owner registers
 # its model and runs its projection, the application sends commands and

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 9 (test/run fails when a different number of checks ran)
 # A hot standby of the cluster at PGHOST serves entity reads, and refuses
 # feed reads (which positions are in flight is known only on the primary).
 # Starts the standby with pg_basebackup on port PGPORT + 20 and stops it.

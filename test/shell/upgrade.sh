@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 15 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE from 0.1.0 with data in place: events,
 # registrations and a projection written as 0.1.0 wrote them keep working,
 # registrations get the extension's owner, and the upgraded tables are the

@@ -1,4 +1,5 @@
 #!/usr/bin/env bash
+# checks: 28 (test/run fails when a different number of checks ran)
 # The background worker (library preloaded, eventsourced.worker_databases =
 # 'es_worker_test'): it applies appends to running projections without any
 # client call, sends the coalesced notifications, respects error strategies,
