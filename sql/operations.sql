@@ -74,13 +74,16 @@ SELECT seq_no, state FROM eventsourced.load_snapshot('ops', 'f1');
 -- REINDEX CONCURRENTLY gives indexes new OIDs: sessions that cached the old
 -- ones follow.
 SELECT seq_no FROM eventsourced.handle_command('ops', 'f2', 'Add', '{"n": 1}');
-REINDEX INDEX CONCURRENTLY eventsourced.events_pkey;
 REINDEX INDEX CONCURRENTLY eventsourced.entity_states_pkey;
-REINDEX INDEX CONCURRENTLY eventsourced.entity_types_pkey;
+SELECT seq_no, state FROM eventsourced.handle_command('ops', 'f2', 'Add', '{"n": 1}');
+REINDEX INDEX CONCURRENTLY eventsourced.snapshot_generations_pkey;
 REINDEX INDEX CONCURRENTLY eventsourced.snapshots_pkey;
+SELECT seq_no, state FROM eventsourced.handle_command('ops', 'f2', 'Add', '{"n": 1}');
+REINDEX INDEX CONCURRENTLY eventsourced.events_pkey;
+REINDEX INDEX CONCURRENTLY eventsourced.entity_types_pkey;
 REINDEX INDEX CONCURRENTLY eventsourced.events_position_key;
 SELECT seq_no, state FROM eventsourced.handle_command('ops', 'f2', 'Add', '{"n": 1}');
-SELECT eventsourced.append('ops', 'f2', 2, 'Added', '{"n": 5}');
+SELECT eventsourced.append('ops', 'f2', 4, 'Added', '{"n": 5}');
 SELECT count(*) FROM eventsourced.events_by_type('ops');
 REINDEX TABLE CONCURRENTLY eventsourced.events;
 SELECT seq_no, state FROM eventsourced.handle_command('ops', 'f2', 'Add', '{"n": 1}');
