@@ -99,11 +99,11 @@ SELECT eventsourced.append('order', 'o4', 3, ARRAY[
     eventsourced.event('Paid', '{}', NULL, '66666666-6666-6666-6666-666666666666')]);
 -- ids held, but not as one earlier append of this batch (two appends, retried
 -- as one batch in the other order)
-SELECT eventsourced.append('order', 'o5', 0, 'P', '{}', NULL, 'aaaaaaaa-0000-0000-0000-000000000001');
-SELECT eventsourced.append('order', 'o5', 1, 'Q', '{}', NULL, 'aaaaaaaa-0000-0000-0000-000000000002');
+SELECT eventsourced.append('order', 'o5', 0, 'P', '{}', NULL, 'b0b0b0b0-0000-0000-0000-000000000001');
+SELECT eventsourced.append('order', 'o5', 1, 'Q', '{}', NULL, 'b0b0b0b0-0000-0000-0000-000000000002');
 SELECT eventsourced.append('order', 'o5', 2, ARRAY[
-    eventsourced.event('Q', '{}', NULL, 'aaaaaaaa-0000-0000-0000-000000000002'),
-    eventsourced.event('P', '{}', NULL, 'aaaaaaaa-0000-0000-0000-000000000001')]);
+    eventsourced.event('Q', '{}', NULL, 'b0b0b0b0-0000-0000-0000-000000000002'),
+    eventsourced.event('P', '{}', NULL, 'b0b0b0b0-0000-0000-0000-000000000001')]);
 -- event ids are global: another entity cannot reuse one
 SELECT eventsourced.append('order', 'o2', 0, 'Placed', '{}', NULL,
                            '11111111-1111-1111-1111-111111111111');
