@@ -191,16 +191,11 @@ es_report_partly_appended(const EsEntity *entity, int nheld, int nids)
 static bool
 es_event_type_at(EsWriter *w, const EsEntity *entity, int64 seq_no, text *event_type)
 {
-	const EsCatalog *cat = es_catalog();
-	Relation	pkey = es_table_index_rel(&w->table, cat->events_pkey);
+	Relation	pkey = es_table_index_rel(&w->table, es_catalog()->events_pkey);
 	TupleTableSlot *slot = table_slot_create(w->events, NULL);
-	ScanKeyData keys[3];
 	bool		same = false;
 
-	es_entity_scankeys(keys, entity);
-	ScanKeyInit(&keys[2], Anum_es_events_seq_no, BTEqualStrategyNumber, F_INT8EQ,
-				Int64GetDatum(seq_no));
-	if (es_fetch_latest(w->events, pkey, keys, 3, ForwardScanDirection, slot))
+	if (es_fetch_seq_no(w->events, pkey, entity, BTEqualStrategyNumber, F_INT8EQ, seq_no, slot))
 	{
 		bool		isnull;
 

@@ -103,6 +103,14 @@ es_events_subscribed(void)
 	return events_subscribed == 1;
 }
 
+/* Whether relid is one of the extension's own tables, indexes or sequence */
+bool
+es_is_catalog_relation(Oid relid)
+{
+	(void) es_catalog();
+	return es_catalog_has(relid);
+}
+
 /* Look up one relation of ours, or fail with a hint to create the extension */
 static Oid
 es_lookup(Oid nsp, const char *relname)
@@ -225,7 +233,10 @@ es_check_select_by(Oid relid, Oid role)
 	const char *name;
 
 	if (role == GetUserId())
+	{
 		es_check_select(relid);
+		return;
+	}
 	if (pg_class_aclcheck(relid, role, ACL_SELECT) == ACLCHECK_OK)
 		return;
 	name = GetUserNameFromId(role, true);

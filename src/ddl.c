@@ -105,6 +105,16 @@ es_refuse_ddl(Oid relid, const char *what)
 					 "CREATE INDEX and GRANT are allowed; build other logic from the event feed.")));
 }
 
+/* Refuse what a statement does to the relation rv names, if it is one of ours */
+static void
+es_refuse_if_ours(RangeVar *rv, const char *what)
+{
+	Oid			relid = es_our_relation(rv);
+
+	if (OidIsValid(relid))
+		es_refuse_ddl(relid, what);
+}
+
 /*
  * Check an ALTER TABLE (also ALTER INDEX, VIEW, TYPE ... ADD ATTRIBUTE):
  * on our tables and indexes only the allowed subcommands, on our views and
@@ -122,10 +132,8 @@ es_check_alter_table(AlterTableStmt *stmt)
 	{
 		AlterTableCmd *cmd = lfirst_node(AlterTableCmd, lc);
 
-		if (cmd->subtype == AT_AttachPartition && cmd->def != NULL &&
-			OidIsValid(es_our_relation(((PartitionCmd *) cmd->def)->name)))
-			es_refuse_ddl(es_our_relation(((PartitionCmd *) cmd->def)->name),
-						  "attaching as a partition");
+		if (cmd->subtype == AT_AttachPartition && cmd->def != NULL)
+			es_refuse_if_ours(((PartitionCmd *) cmd->def)->name, "attaching as a partition");
 		if (!OidIsValid(relid))
 			continue;
 		if (relkind == RELKIND_VIEW || relkind == RELKIND_COMPOSITE_TYPE ||
@@ -141,19 +149,13 @@ es_check_create_table(CreateStmt *stmt)
 	ListCell   *lc;
 
 	foreach(lc, stmt->inhRelations)
-	{
-		Oid			relid = es_our_relation(lfirst_node(RangeVar, lc));
-
-		if (OidIsValid(relid))
-			es_refuse_ddl(relid, "inheriting from or partitioning");
-	}
+		es_refuse_if_ours(lfirst_node(RangeVar, lc), "inheriting from or partitioning");
 }
 
 /* Refuse DROP INDEX of the extension's own indexes and DROP TRIGGER on its tables */
 static void
 es_check_drop(DropStmt *stmt)
 {
-	const EsCatalog *cat = es_catalog();
 	ListCell   *lc;
 
 	foreach(lc, stmt->objects)
@@ -162,31 +164,22 @@ es_check_drop(DropStmt *stmt)
 		Oid			relid;
 
 		if (stmt->removeType == OBJECT_TRIGGER && list_length(names) > 1)
-		{
-			relid = es_our_relation(makeRangeVarFromNameList(list_truncate(list_copy(names),
-																		   list_length(names) - 1)));
-			if (OidIsValid(relid))
-				es_refuse_ddl(relid, "DROP TRIGGER");
-		}
+			es_refuse_if_ours(makeRangeVarFromNameList(list_truncate(list_copy(names),
+																	 list_length(names) - 1)),
+							  "DROP TRIGGER");
 		else if (stmt->removeType == OBJECT_INDEX)
 		{
 			relid = es_our_relation(makeRangeVarFromNameList(names));
-			if (relid == cat->events_pkey || relid == cat->events_position_key ||
-				relid == cat->events_event_id_key || relid == cat->snapshots_pkey ||
-				relid == cat->projection_state_pkey || relid == cat->protobuf_descriptors_pkey ||
-				relid == cat->entity_types_pkey || relid == cat->commands_pkey ||
-				relid == cat->entity_states_pkey || relid == cat->snapshot_generations_pkey)
+			if (OidIsValid(relid) && es_is_catalog_relation(relid))
 				es_refuse_ddl(relid, "DROP INDEX");
 		}
 	}
 }
 
-/* The relation a utility statement would change in a way we refuse, if any */
+/* Refuse a utility statement that would change one of our relations in a way we do not allow */
 static void
 es_check_statement(Node *stmt)
 {
-	Oid			relid;
-
 	switch (nodeTag(stmt))
 	{
 		case T_AlterTableStmt:
@@ -199,20 +192,16 @@ es_check_statement(Node *stmt)
 			es_check_drop((DropStmt *) stmt);
 			break;
 		case T_CreateTrigStmt:
-			if (OidIsValid(relid = es_our_relation(((CreateTrigStmt *) stmt)->relation)))
-				es_refuse_ddl(relid, "CREATE TRIGGER");
+			es_refuse_if_ours(((CreateTrigStmt *) stmt)->relation, "CREATE TRIGGER");
 			break;
 		case T_RuleStmt:
-			if (OidIsValid(relid = es_our_relation(((RuleStmt *) stmt)->relation)))
-				es_refuse_ddl(relid, "CREATE RULE");
+			es_refuse_if_ours(((RuleStmt *) stmt)->relation, "CREATE RULE");
 			break;
 		case T_RenameStmt:
-			if (OidIsValid(relid = es_our_relation(((RenameStmt *) stmt)->relation)))
-				es_refuse_ddl(relid, "renaming");
+			es_refuse_if_ours(((RenameStmt *) stmt)->relation, "renaming");
 			break;
 		case T_AlterObjectSchemaStmt:
-			if (OidIsValid(relid = es_our_relation(((AlterObjectSchemaStmt *) stmt)->relation)))
-				es_refuse_ddl(relid, "SET SCHEMA");
+			es_refuse_if_ours(((AlterObjectSchemaStmt *) stmt)->relation, "SET SCHEMA");
 			break;
 		default:
 			break;

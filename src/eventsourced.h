@@ -133,6 +133,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 /* catalog.c */
 extern void es_catalog_init(void);
 extern bool es_events_subscribed(void);
+extern bool es_is_catalog_relation(Oid relid);
 extern const EsCatalog *es_catalog(void);
 extern const Oid es_events_types[Natts_es_events];
 extern void es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types);
@@ -187,6 +188,9 @@ extern int64 es_last_seq_no(Relation events, Relation pkey, const EsEntity *enti
 extern int64 es_last_seq_no_hinted(Relation events, Relation pkey, const EsEntity *entity,
 								   int64 hint);
 extern void es_entity_scankeys(ScanKey keys, const EsEntity *entity);
+extern bool es_fetch_seq_no(Relation events, Relation pkey, const EsEntity *entity,
+							StrategyNumber strategy, RegProcedure proc, int64 seq_no,
+							TupleTableSlot *slot);
 
 /* snapshot.c */
 extern void es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state);

@@ -475,7 +475,6 @@ typedef struct EsProjectionRun
 	int32		max_events;
 	TimestampTz deadline;
 	EsRunOutcome out;
-	bool		stored;			/* events were read: the outcome is stored */
 } EsProjectionRun;
 
 /* Apply one chunk of events; whether the run may go on with the next one */
@@ -511,6 +510,7 @@ es_projection_batch(void *arg)
 	MemoryContext chunk_cxt;
 	int64		consumed = 0;
 	bool		more = true;
+	bool		read_any = false;
 
 	es_check_select(es_catalog()->events);
 	fmgr_info(p->handler, &p->flinfo);
@@ -535,10 +535,10 @@ es_projection_batch(void *arg)
 		if (n == 0)
 			break;
 		consumed += n;
-		run->stored = true;
+		read_any = true;
 	}
 	MemoryContextDelete(chunk_cxt);
-	if (run->stored)
+	if (read_any)
 		es_store_outcome(p, &run->out);
 }
 
@@ -571,7 +571,7 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 				  bool *progressed)
 {
 	EsProjection p;
-	EsProjectionRun run = {&p, max_events, deadline, {0}, false};
+	EsProjectionRun run = {&p, max_events, deadline, {0}};
 
 	if (progressed)
 		*progressed = false;
@@ -586,7 +586,6 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 	es_check_run(&p);
 	if (p.failed)
 		return 0;
-	run.out.checkpoint = p.checkpoint;
 	if (run_in_progress)
 		ereport(ERROR,
 				(errcode(ERRCODE_OBJECT_IN_USE),

@@ -548,6 +548,40 @@ es_lock_registrations(Oid relid)
 	PushActiveSnapshot(GetLatestSnapshot());
 }
 
+/*
+ * What registering a handler takes: owning its function, and (since an
+ * entity type's handlers see all its events) that both the registrant and
+ * the function's owner may read every event.  Returns the function's owner.
+ */
+static Oid
+es_check_registrant(Oid handler, const char *what)
+{
+	Oid			owner = es_function_owner(handler);
+
+	es_check_handler_owner(handler, what);
+	es_check_reads_all_events(GetUserId());
+	es_check_reads_all_events(owner);
+	return owner;
+}
+
+/*
+ * The current user may change an entity type's registration (see
+ * es_check_manage); false when the type is not registered.
+ */
+static bool
+es_check_entity_type_manage(text *type)
+{
+	Datum		values[Natts_es_entity_types];
+	bool		nulls[Natts_es_entity_types];
+
+	if (!es_fetch_entity_type(type, values, nulls))
+		return false;
+	es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]),
+					es_catalog()->entity_types,
+					psprintf("entity type \"%s\"", text_to_cstring(type)));
+	return true;
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_register_entity);
 
 /* register_entity(entity_type, event_handler, initial_state, snapshot_after) */
@@ -558,8 +592,9 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 	text	   *type = es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
 	int64		hash;
 	Oid			handler = es_handler_arg(fcinfo, 1, &event_handler_sig, &hash);
-	Datum		values[Natts_es_entity_types];
-	bool		nulls[Natts_es_entity_types] = {false, false, false, false, PG_ARGISNULL(3)};
+	Oid			handler_owner;
+	Datum		values[8];
+	bool		nulls[8] = {false, false, false, false, PG_ARGISNULL(3), false, false, false};
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -568,15 +603,9 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 				 errhint("Use 'null'::jsonb for an entity that starts without state.")));
 	es_check_snapshot_after(fcinfo, 3);
 	PreventCommandIfReadOnly("eventsourced.register_entity()");
-	es_check_handler_owner(handler, "an event handler");
-	es_check_reads_all_events(GetUserId());
-	es_check_reads_all_events(es_function_owner(handler));
-
+	handler_owner = es_check_registrant(handler, "an event handler");
 	es_lock_registrations(cat->entity_types);
-	if (es_fetch_entity_type(type, values, nulls))
-		es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]),
-						cat->entity_types,
-						psprintf("entity type \"%s\"", text_to_cstring(type)));
+	(void) es_check_entity_type_manage(type);
 	PopActiveSnapshot();
 	values[0] = PointerGetDatum(type);
 	values[1] = CStringGetTextDatum(format_procedure_qualified(handler));
@@ -585,9 +614,7 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 	values[4] = PG_ARGISNULL(3) ? (Datum) 0 : PG_GETARG_DATUM(3);
 	values[5] = ObjectIdGetDatum(GetUserId());
 	values[6] = CStringGetTextDatum(es_registrant_search_path());
-	values[7] = ObjectIdGetDatum(es_function_owner(handler));
-	nulls[4] = PG_ARGISNULL(3);
-	nulls[5] = nulls[6] = nulls[7] = false;
+	values[7] = ObjectIdGetDatum(handler_owner);
 	(void) es_exec_as_owner(cat->entity_types, &upsert_entity_type, values, nulls);
 	PG_RETURN_VOID();
 }
@@ -599,16 +626,14 @@ eventsourced_register_entity(PG_FUNCTION_ARGS)
 static void
 es_check_command_manage(text *type, text *command)
 {
-	const EsCatalog *cat = es_catalog();
-	Datum		values[Natts_es_entity_types];
-	bool		nulls[Natts_es_entity_types];
+	Datum		values[Natts_es_commands];
+	bool		nulls[Natts_es_commands];
 
-	if (!es_fetch_entity_type(type, values, nulls))
+	if (!es_check_entity_type_manage(type))
 		es_report_unregistered(type);
-	es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]), cat->entity_types,
-					psprintf("entity type \"%s\"", text_to_cstring(type)));
 	if (es_fetch_command(type, command, values, nulls))
-		es_check_manage(DatumGetObjectId(values[Anum_es_commands_owner - 1]), cat->entity_types,
+		es_check_manage(DatumGetObjectId(values[Anum_es_commands_owner - 1]),
+						es_catalog()->entity_types,
 						psprintf("command \"%s\" of entity type \"%s\"",
 								 text_to_cstring(command), text_to_cstring(type)));
 }
@@ -624,12 +649,11 @@ eventsourced_register_command(PG_FUNCTION_ARGS)
 	text	   *command = es_name_arg(fcinfo, 1, "command", ES_MAX_TYPE_LEN);
 	int64		hash;
 	Oid			handler = es_handler_arg(fcinfo, 2, &command_handler_sig, &hash);
+	Oid			handler_owner;
 	Datum		values[6];
 
 	PreventCommandIfReadOnly("eventsourced.register_command()");
-	es_check_handler_owner(handler, "a command handler");
-	es_check_reads_all_events(GetUserId());
-	es_check_reads_all_events(es_function_owner(handler));
+	handler_owner = es_check_registrant(handler, "a command handler");
 	LockRelationOid(cat->entity_types, ShareLock);
 	es_lock_registrations(cat->commands);
 	es_check_command_manage(type, command);
@@ -639,7 +663,7 @@ eventsourced_register_command(PG_FUNCTION_ARGS)
 	values[2] = CStringGetTextDatum(format_procedure_qualified(handler));
 	values[3] = ObjectIdGetDatum(GetUserId());
 	values[4] = CStringGetTextDatum(es_registrant_search_path());
-	values[5] = ObjectIdGetDatum(es_function_owner(handler));
+	values[5] = ObjectIdGetDatum(handler_owner);
 	(void) es_exec_as_owner(cat->commands, &upsert_command, values, NULL);
 	PG_RETURN_VOID();
 }

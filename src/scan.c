@@ -78,6 +78,23 @@ es_last_seq_no(Relation events, Relation pkey, const EsEntity *entity)
 }
 
 /*
+ * Fetch into slot the entity's first event whose seq_no is in the range
+ * given by strategy and proc (equal to, or greater than, seq_no), rows in
+ * flight counted; false when there is none.
+ */
+bool
+es_fetch_seq_no(Relation events, Relation pkey, const EsEntity *entity,
+				StrategyNumber strategy, RegProcedure proc, int64 seq_no,
+				TupleTableSlot *slot)
+{
+	ScanKeyData keys[3];
+
+	es_entity_scankeys(keys, entity);
+	ScanKeyInit(&keys[2], Anum_es_events_seq_no, strategy, proc, Int64GetDatum(seq_no));
+	return es_fetch_latest(events, pkey, keys, 3, ForwardScanDirection, slot);
+}
+
+/*
  * The entity's first seq_no in the range given by strategy (equal to, or
  * greater than, seq_no), rows in flight counted; 0 when there is none.
  */
@@ -85,13 +102,10 @@ static int64
 es_seq_no_probe(Relation events, Relation pkey, const EsEntity *entity,
 				StrategyNumber strategy, RegProcedure proc, int64 seq_no)
 {
-	ScanKeyData keys[3];
 	TupleTableSlot *slot = table_slot_create(events, NULL);
 	int64		found = 0;
 
-	es_entity_scankeys(keys, entity);
-	ScanKeyInit(&keys[2], Anum_es_events_seq_no, strategy, proc, Int64GetDatum(seq_no));
-	if (es_fetch_latest(events, pkey, keys, 3, ForwardScanDirection, slot))
+	if (es_fetch_seq_no(events, pkey, entity, strategy, proc, seq_no, slot))
 	{
 		bool		isnull;
 

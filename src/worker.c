@@ -300,8 +300,6 @@ es_worker_try_batch(const char *name)
 	PG_TRY();
 	{
 		progressed = es_worker_run_batch(name);
-		if (my_slot != NULL)
-			my_slot->running[0] = '\0';
 	}
 	PG_CATCH();
 	{
@@ -309,11 +307,11 @@ es_worker_try_batch(const char *name)
 		AbortCurrentTransaction();
 		FlushErrorState();
 		LockReleaseSession(USER_LOCKMETHOD);
-		if (my_slot != NULL)
-			my_slot->running[0] = '\0';
 		relist = true;
 	}
 	PG_END_TRY();
+	if (my_slot != NULL)
+		my_slot->running[0] = '\0';	/* the batch ended, however */
 	return progressed;
 }
 
