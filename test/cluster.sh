@@ -45,12 +45,32 @@ es_find_pgbin() {
     return 1
 }
 
-# Build and install the extension into the system's PostgreSQL.
+# A private copy of the server tree under DIR (made once), so that a build
+# can be installed and run without touching the system's installation
+# (PostgreSQL 15 has no extension_control_path, and $libdir ignores
+# dynamic_library_path): sets ES_DESTDIR and points ES_PGBIN into it.
+es_private_tree() {
+    local dir=$1 bindir pkglibdir sharedir
+    bindir=$(pg_config --bindir) && pkglibdir=$(pg_config --pkglibdir) &&
+        sharedir=$(pg_config --sharedir) || return 1
+    if [ ! -x "$dir$bindir/initdb" ]; then
+        mkdir -p "$dir$(dirname "$pkglibdir")" "$dir$(dirname "$sharedir")" || return 1
+        cp -a "$(dirname "$pkglibdir")/." "$dir$(dirname "$pkglibdir")/" &&
+            cp -a "$sharedir/." "$dir$sharedir/" || return 1
+        chmod 755 "$dir"
+    fi
+    ES_DESTDIR=$dir
+    ES_PGBIN=$dir$bindir
+    export ES_DESTDIR ES_PGBIN
+}
+
+# Build and install the extension: into ES_DESTDIR when set (see
+# es_private_tree), else into the system's PostgreSQL.
 es_build_install() {
     local sudo=""
-    [ "$(id -u)" = 0 ] || sudo=sudo
-    make -s -C "$1" >/dev/null
-    $sudo make -s -C "$1" install >/dev/null
+    [ "$(id -u)" = 0 ] || [ -n "${ES_DESTDIR:-}" ] || sudo=sudo
+    make -s -C "$1" >/dev/null || return 1
+    $sudo make -s -C "$1" install ${ES_DESTDIR:+DESTDIR="$ES_DESTDIR"} >/dev/null
 }
 
 # Create and start a cluster in DIR on PORT; extra arguments are config lines.
