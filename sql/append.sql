@@ -172,3 +172,9 @@ SELECT length(payload->>'data') FROM eventsourced.events_by_id('blob', 'b1');
 BEGIN READ ONLY;
 SELECT eventsourced.append('account', 'a6', 0, 'Opened', '{}');
 ROLLBACK;
+
+-- Messages quote an entity's type and id, doubling any double quote in them,
+-- so that ('a/b', 'c') and ('a', 'b/c') read apart.
+SELECT eventsourced.append('a/b', 'c', 1, 'E', '{}');
+SELECT eventsourced.append('a', 'b/c', 1, 'E', '{}');
+SELECT eventsourced.append('say "hi"', 'c', 1, 'E', '{}');

@@ -22,6 +22,12 @@ SELECT octet_length(entity_type), octet_length(entity_id)
 SELECT eventsourced.append_pb(decode(repeat('0a0f12036c696d1a01622a014532027b7d', 100000), 'hex'), 0);
 SELECT eventsourced.append_pb(decode(repeat('0a0f12036c696d1a01632a014532027b7d', 100001), 'hex'), 0);
 SELECT eventsourced.last_seq_no('lim', 'b'), eventsourced.last_seq_no('lim', 'c');
+-- decoding is bounded by 64 MB plus twice the input: one event and
+-- three million unknown varint fields (6 MB) would make protobuf-c ask for
+-- over 170 MB
+SELECT eventsourced.append_pb(decode('0a0f12036c696d1a01642a014532027b7d' || repeat('1800', 3000000), 'hex'), 0);
+-- the same event with a thousand unknown fields is fine
+SELECT eventsourced.append_pb(decode('0a0f12036c696d1a01642a014532027b7d' || repeat('1800', 1000), 'hex'), 0);
 
 -- README's errors table, one case each
 SELECT eventsourced.append('lim', 'e', 5, 'E', '{}');                       -- SC001

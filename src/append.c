@@ -125,9 +125,9 @@ es_held_event_id(EsWriter *w, const EsEntity *entity, pg_uuid_t *event_id)
 												  PointerGetDatum(entity->id))))
 			ereport(ERROR,
 					(errcode(ERRCODE_UNIQUE_VIOLATION),
-					 errmsg("event_id %s already belongs to entity %s/%s",
+					 errmsg("event_id %s already belongs to entity %s",
 							DatumGetCString(DirectFunctionCall1(uuid_out, UUIDPGetDatum(event_id))),
-							TextDatumGetCString(type), TextDatumGetCString(id)),
+							es_entity_cstring(TextDatumGetCString(type), TextDatumGetCString(id))),
 					 errdetail("Event ids are unique across the whole event log."),
 					 errhint("Generate a new event_id for every new event.")));
 		seq_no = DatumGetInt64(slot_getattr(slot, Anum_es_events_seq_no, &isnull));

@@ -67,5 +67,4 @@ _PG_init(void)
 		RegisterXactCallback(es_drop_xact_callback, NULL);
 	}
 	MarkGUCPrefixReserved("eventsourced");
-	es_shmem_request_now();
 }

@@ -7,6 +7,11 @@
 
 #include "postgres.h"
 
+/* Built and tested against PostgreSQL 15 only; the Makefile refuses others */
+#if PG_VERSION_NUM < 150000 || PG_VERSION_NUM >= 160000
+#error "eventsourced supports only PostgreSQL 15"
+#endif
+
 #include "fmgr.h"
 #include "access/sdir.h"
 #include "access/skey.h"
@@ -122,7 +127,6 @@ typedef struct EsShmemPart
 } EsShmemPart;
 
 extern void es_shmem_register(const EsShmemPart *part);
-extern void es_shmem_request_now(void);
 
 /* seqcache.c */
 extern void es_seqcache_init(void);
@@ -148,6 +152,7 @@ extern text *es_name_arg(FunctionCallInfo fcinfo, int argno, const char *what, i
 extern int64 es_expected_arg(FunctionCallInfo fcinfo, int argno);
 extern void es_check_name(text *t, const char *what, int maxlen);
 extern void es_check_payload(bool isnull);
+extern char *es_entity_cstring(const char *type, const char *id);
 extern char *es_entity_string(const EsEntity *entity);
 
 /* feed.c */
@@ -171,8 +176,15 @@ extern int	es_notify_flush(void);
 extern void es_projection_init(void);
 extern void es_projection_worker_setup(void);
 extern void es_projection_mark_failed(text *name, const char *message);
+/* What a projection run did, for the worker */
+typedef struct EsRunStatus
+{
+	bool		progressed;		/* the checkpoint moved */
+	bool		checking;		/* an error now is the registration's (owner, EXECUTE, handler) */
+} EsRunStatus;
+
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
-								TimestampTz deadline, bool *progressed);
+								TimestampTz deadline, EsRunStatus *outcome);
 
 /* protoreg.c */
 extern void es_protoreg_init(void);

@@ -58,12 +58,6 @@
 #include "utils/rel.h"
 #include "utils/snapmgr.h"
 
-#if PG_VERSION_NUM >= 170000
-#define ES_MY_PROC_INDEX	MyProcNumber
-#else
-#define ES_MY_PROC_INDEX	(MyProc->pgprocno)
-#endif
-
 /* A slot's value while its backend draws its first position */
 #define ES_FEED_PENDING		PG_UINT64_MAX
 
@@ -121,9 +115,9 @@ es_feed_lock_tag(LOCKTAG *tag)
 static EsFeedSlot *
 es_feed_my_slot(void)
 {
-	int			idx = ES_MY_PROC_INDEX;
+	int			idx = MyProc != NULL ? MyProc->pgprocno : -1;
 
-	if (MyProc == NULL || idx < 0 || idx >= feed_shared->nslots)
+	if (idx < 0 || idx >= feed_shared->nslots)
 		elog(ERROR, "eventsourced: process %d has no feed slot", MyProcPid);
 	return &feed_shared->slot[idx];
 }
@@ -296,7 +290,7 @@ static int64
 es_feed_shared_horizon(void)
 {
 	uint64		horizon = (uint64) es_feed_max_position() + 1;
-	int			self = ES_MY_PROC_INDEX;
+	int			self = MyProc->pgprocno;
 
 	pg_memory_barrier();
 	for (int i = 0; i < feed_shared->nslots; i++)

@@ -52,13 +52,6 @@
 #define ES_POSITION_BLOCK	1024	/* positions reserved at a time */
 #define ES_POSITION_DBS		64		/* databases with a range */
 
-/* The subtransaction that gave a relation a new file (renamed in 16) */
-#if PG_VERSION_NUM >= 160000
-#define ES_FIRST_RELFILE_SUBID	rd_firstRelfilelocatorSubid
-#else
-#define ES_FIRST_RELFILE_SUBID	rd_firstRelfilenodeSubid
-#endif
-
 /* The positions one database may hand out: [next, limit) of sequence seqid */
 typedef struct EsPositionRange
 {
@@ -232,7 +225,7 @@ es_position_seq_uncommitted(Oid seqid)
 	bool		uncommitted;
 
 	uncommitted = seq->rd_createSubid != InvalidSubTransactionId ||
-		seq->ES_FIRST_RELFILE_SUBID != InvalidSubTransactionId;
+		seq->rd_firstRelfilenodeSubid != InvalidSubTransactionId;
 	relation_close(seq, NoLock);
 	return uncommitted;
 }

@@ -559,22 +559,41 @@ es_check_run(EsProjection *p)
 	es_check_execute(p->handler, p->run_as.owner);
 }
 
+/* A run in the sandbox of the projection's handler; never nested */
+static void
+es_projection_run_once(EsProjectionRun *run)
+{
+	run_in_progress = true;
+	PG_TRY();
+	{
+		es_sandbox_run(&run->p->run_as, es_projection_batch, run);
+	}
+	PG_FINALLY();
+	{
+		run_in_progress = false;
+	}
+	PG_END_TRY();
+}
+
 /*
  * Run a projection once: apply up to max_events events in the caller's
  * transaction, stopping early once deadline (if not 0) has passed.
- * Returns the number applied, and sets *progressed (if given) when the
- * checkpoint moved; with nowait, -1 when another run holds the projection
- * and 0 when it no longer exists.
+ * Returns the number applied and fills *outcome (if given): whether the
+ * checkpoint moved, and, while its registration is checked, that an error
+ * would be the registration's; with nowait, -1 when another run holds the
+ * projection and 0 when it no longer exists.
  */
 int32
 es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadline,
-				  bool *progressed)
+				  EsRunStatus *outcome)
 {
 	EsProjection p;
 	EsProjectionRun run = {&p, max_events, deadline, {0}};
+	EsRunStatus ignored;
 
-	if (progressed)
-		*progressed = false;
+	if (outcome == NULL)
+		outcome = &ignored;
+	outcome->progressed = false;
 	if (!es_lock_projection(name, nowait))
 		return -1;
 	if (!es_read_projection(name, &p))
@@ -583,7 +602,9 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 			return 0;
 		es_report_no_projection(name);
 	}
+	outcome->checking = true;
 	es_check_run(&p);
+	outcome->checking = false;
 	if (p.failed)
 		return 0;
 	if (run_in_progress)
@@ -591,18 +612,8 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 				(errcode(ERRCODE_OBJECT_IN_USE),
 				 errmsg("run_projection cannot be called while a projection runs in this session"),
 				 errdetail("It was called from a projection handler, or from code it runs.")));
-	run_in_progress = true;
-	PG_TRY();
-	{
-		es_sandbox_run(&p.run_as, es_projection_batch, &run);
-	}
-	PG_FINALLY();
-	{
-		run_in_progress = false;
-	}
-	PG_END_TRY();
-	if (progressed)
-		*progressed = (run.out.checkpoint != p.checkpoint);
+	es_projection_run_once(&run);
+	outcome->progressed = (run.out.checkpoint != p.checkpoint);
 	return run.out.applied;
 }
 
@@ -767,7 +778,7 @@ static EsStatement fail_projection = {
 	2, {TEXTOID, TEXTOID}
 };
 
-/* Mark a projection failed, with a message (the worker, after stopping its handler) */
+/* Mark a projection failed, with a message (the worker, when it cannot run it) */
 void
 es_projection_mark_failed(text *name, const char *message)
 {

@@ -6,8 +6,8 @@
  *		an allocator on the current memory context.
  *
  * Input is never trusted: before protobuf-c unpacks a batch, a scan of its
- * top-level fields checks the wire format and bounds the number of events,
- * so the memory an unpack needs is bounded by the input size.  Every string
+ * wire format (pbwire.c) checks it and bounds the number of events, so the
+ * memory an unpack needs is bounded by the input size.  Every string
  * is checked against the database encoding; JSON payloads and metadata must
  * parse as JSON; event ids must be UUIDs.
  */
@@ -28,25 +28,47 @@
 #include "utils/uuid.h"
 
 #include "eventsourced.pb-c.h"
-
-#define ES_PB_MAX_EVENTS		100000	/* events in one EventBatch to append */
-#define ES_PB_MAX_VARINT_BYTES	10
-#define ES_PB_WIRE_VARINT		0
-#define ES_PB_WIRE_FIXED64		1
-#define ES_PB_WIRE_LEN			2
-#define ES_PB_WIRE_FIXED32		5
-#define ES_PB_FIELD_EVENTS		1		/* EventBatch.events */
+#include "pbwire.h"
 
 /* Microseconds between 1970-01-01 and PostgreSQL's epoch 2000-01-01 */
 #define ES_UNIX_EPOCH_OFFSET_US \
 	((int64) (POSTGRES_EPOCH_JDATE - UNIX_EPOCH_JDATE) * USECS_PER_DAY)
 
-/* protobuf-c allocations in the current memory context; NULL when too large */
+/*
+ * What protobuf-c may allocate to decode one EventBatch of len bytes: a
+ * well-formed batch needs its own bytes plus about 140 bytes per event
+ * (100,000 small events take about 14 MB), but a hostile one of unknown
+ * fields could ask for up to 96 bytes per input byte (test/fuzz).
+ */
+#define ES_PB_DECODE_BUDGET(len)	((size_t) 64 * 1024 * 1024 + 2 * (size_t) (len))
+
+/* The bytes protobuf-c may still allocate for one decode */
+typedef struct EsPbBudget
+{
+	size_t		left;
+	bool		exhausted;
+} EsPbBudget;
+
+/*
+ * protobuf-c allocations in the current memory context, charged to the
+ * budget in ctx (if any); NULL when too large or over budget.
+ */
 static void *
 es_pb_alloc(void *ctx, size_t size)
 {
+	EsPbBudget *budget = ctx;
+
 	if (size == 0 || !AllocSizeIsValid(size))
 		return NULL;
+	if (budget != NULL)
+	{
+		if (size > budget->left)
+		{
+			budget->exhausted = true;
+			return NULL;
+		}
+		budget->left -= size;
+	}
 	return MemoryContextAllocExtended(CurrentMemoryContext, size, MCXT_ALLOC_NO_OOM);
 }
 
@@ -57,8 +79,6 @@ es_pb_free(void *ctx, void *p)
 	if (p)
 		pfree(p);
 }
-
-static ProtobufCAllocator es_pb_allocator = {es_pb_alloc, es_pb_free, NULL};
 
 /* Report malformed protobuf input */
 static void
@@ -71,129 +91,46 @@ es_pb_malformed(const char *what, const char *detail)
 			 errhint("Encode it with proto/eventsourced.proto.")));
 }
 
-/* Read a varint at *pos; false when truncated or longer than 10 bytes */
-static bool
-es_pb_varint(const uint8 *buf, size_t len, size_t *pos, uint64 *value)
-{
-	*value = 0;
-	for (int i = 0; i < ES_PB_MAX_VARINT_BYTES && *pos < len; i++)
-	{
-		uint8		b = buf[(*pos)++];
-
-		*value |= (uint64) (b & 0x7F) << (7 * i);
-		if ((b & 0x80) == 0)
-			return true;
-	}
-	return false;
-}
-
-/* Skip the value of a field of the given wire type; false when malformed */
-static bool
-es_pb_skip(const uint8 *buf, size_t len, size_t *pos, int wire_type)
-{
-	uint64		n;
-
-	switch (wire_type)
-	{
-		case ES_PB_WIRE_VARINT:
-			return es_pb_varint(buf, len, pos, &n);
-		case ES_PB_WIRE_FIXED64:
-			n = 8;
-			break;
-		case ES_PB_WIRE_FIXED32:
-			n = 4;
-			break;
-		case ES_PB_WIRE_LEN:
-			if (!es_pb_varint(buf, len, pos, &n))
-				return false;
-			break;
-		default:
-			return false;
-	}
-	if (n > len - *pos)
-		return false;
-	*pos += n;
-	return true;
-}
-
-/* Whether field of Event is a string (protobuf-c ends those at a NUL byte) */
-static bool
-es_pb_event_string_field(uint64 field)
-{
-	return field == 2 || field == 3 || field == 5 || field == 9;
-}
-
 /*
- * Refuse an Event whose string fields hold a NUL byte: protobuf-c would
- * cut them there ("pb\0x" would be stored as "pb").  buf is the Event's
- * bytes, already known to be within the batch.
- */
-static void
-es_pb_check_event_strings(const uint8 *buf, size_t len, int nevent)
-{
-	size_t		pos = 0;
-
-	while (pos < len)
-	{
-		uint64		key;
-		uint64		n;
-		size_t		at = pos;
-
-		if (!es_pb_varint(buf, len, &pos, &key))
-			es_pb_malformed("EventBatch", psprintf("Event %d has a bad field key at byte %zu.", nevent, at));
-		if ((key & 7) != ES_PB_WIRE_LEN || !es_pb_event_string_field(key >> 3))
-		{
-			if (!es_pb_skip(buf, len, &pos, (int) (key & 7)))
-				es_pb_malformed("EventBatch", psprintf("Event %d is truncated.", nevent));
-			continue;
-		}
-		if (!es_pb_varint(buf, len, &pos, &n) || n > len - pos)
-			es_pb_malformed("EventBatch", psprintf("Event %d is truncated.", nevent));
-		if (memchr(buf + pos, '\0', n) != NULL)
-			es_pb_malformed("EventBatch",
-							psprintf("Field %llu of event %d contains a NUL byte.",
-									 (unsigned long long) (key >> 3), nevent));
-		pos += n;
-	}
-}
-
-/*
- * Check the wire format of an EventBatch (its fields, and the string
- * fields of each Event) and count its events, before protobuf-c allocates
- * anything for it.
+ * Check the wire format of an EventBatch and count its events, before
+ * protobuf-c allocates anything for it (pbwire.c); report what it refuses.
  */
 static int
 es_pb_count_events(const uint8 *buf, size_t len)
 {
-	size_t		pos = 0;
-	int			nevents = 0;
+	EsPbWireResult res = es_pbwire_check_batch(buf, len);
+	char	   *detail = NULL;
 
-	while (pos < len)
+	switch (res.error)
 	{
-		uint64		key;
-		size_t		at = pos;
-
-		if (!es_pb_varint(buf, len, &pos, &key) || (key >> 3) == 0)
-			es_pb_malformed("EventBatch", psprintf("Bad field key at byte %zu.", at));
-		if ((key >> 3) == ES_PB_FIELD_EVENTS && (key & 7) == ES_PB_WIRE_LEN)
-		{
-			size_t		start = pos;
-			uint64		n;
-
-			if (++nevents > ES_PB_MAX_EVENTS)
-				ereport(ERROR,
-						(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
-						 errmsg("EventBatch holds more than %d events", ES_PB_MAX_EVENTS),
-						 errhint("Append in several batches.")));
-			if (es_pb_varint(buf, len, &start, &n) && n <= len - start)
-				es_pb_check_event_strings(buf + start, n, nevents);
-		}
-		if (!es_pb_skip(buf, len, &pos, (int) (key & 7)))
-			es_pb_malformed("EventBatch",
-							psprintf("Field %llu at byte %zu is truncated or has an unknown wire type.",
-									 (unsigned long long) (key >> 3), at));
+		case ES_PBWIRE_OK:
+			return res.nevents;
+		case ES_PBWIRE_TOO_MANY_EVENTS:
+			ereport(ERROR,
+					(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+					 errmsg("EventBatch holds more than %d events", ES_PBWIRE_MAX_EVENTS),
+					 errhint("Append in several batches.")));
+			break;
+		case ES_PBWIRE_BAD_KEY:
+			detail = psprintf("Bad field key at byte %zu.", res.offset);
+			break;
+		case ES_PBWIRE_BAD_FIELD:
+			detail = psprintf("Field %llu at byte %zu is truncated or has an unknown wire type.",
+							  (unsigned long long) res.field, res.offset);
+			break;
+		case ES_PBWIRE_EVENT_BAD_KEY:
+			detail = psprintf("Event %d has a bad field key at byte %zu.", res.event, res.offset);
+			break;
+		case ES_PBWIRE_EVENT_TRUNCATED:
+			detail = psprintf("Event %d is truncated.", res.event);
+			break;
+		case ES_PBWIRE_EVENT_NUL:
+			detail = psprintf("Field %llu of event %d contains a NUL byte.",
+							  (unsigned long long) res.field, res.event);
+			break;
 	}
-	return nevents;
+	es_pb_malformed("EventBatch", detail);
+	return 0;
 }
 
 /* A string from a message, checked: non-empty, bounded, valid in our encoding */
@@ -259,6 +196,8 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 	Eventsourced__EventBatch *batch;
 	EsEntity	entity;
 	EsEvent    *events;
+	EsPbBudget	budget = {0, false};
+	ProtobufCAllocator allocator = {es_pb_alloc, es_pb_free, &budget};
 
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
@@ -269,8 +208,16 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("EventBatch holds no events")));
-	batch = eventsourced__event_batch__unpack(&es_pb_allocator, VARSIZE_ANY_EXHDR(raw),
+	budget.left = ES_PB_DECODE_BUDGET(VARSIZE_ANY_EXHDR(raw));
+	batch = eventsourced__event_batch__unpack(&allocator, VARSIZE_ANY_EXHDR(raw),
 											  (uint8 *) VARDATA_ANY(raw));
+	if (batch == NULL && budget.exhausted)
+		ereport(ERROR,
+				(errcode(ERRCODE_PROGRAM_LIMIT_EXCEEDED),
+				 errmsg("EventBatch needs more than %zu bytes to decode",
+						ES_PB_DECODE_BUDGET(VARSIZE_ANY_EXHDR(raw))),
+				 errdetail("Decoding may take 64 MB plus twice the batch's size."),
+				 errhint("Leave out unknown fields, or append in several batches.")));
 	if (batch == NULL)
 		es_pb_malformed("EventBatch", "protobuf-c could not decode it.");
 
@@ -284,8 +231,9 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("all events of an EventBatch to append must belong to one entity"),
-					 errdetail("Event %zu is for %s/%s, event 1 for %s.", i + 1,
-							   batch->events[i]->entity_type, batch->events[i]->entity_id,
+					 errdetail("Event %zu is for %s, event 1 for %s.", i + 1,
+							   es_entity_cstring(batch->events[i]->entity_type,
+												 batch->events[i]->entity_id),
 							   es_entity_string(&entity))));
 		es_pb_event(batch->events[i], &events[i]);
 	}
@@ -328,7 +276,7 @@ es_pb_pack(const ProtobufCMessage *msg)
  * Fields at their default value are omitted, as proto3 encoders do.
  */
 #define ES_PB_UUID_TEXT_LEN		36
-#define ES_PB_MAX_FIELD_HEAD	(1 + ES_PB_MAX_VARINT_BYTES)
+#define ES_PB_MAX_FIELD_HEAD	(1 + ES_PBWIRE_MAX_VARINT_BYTES)
 #define ES_PB_PRESIZE_MAX		(64.0 * 1024 * 1024)	/* largest buffer reserved up front */
 
 /* What the encoder keeps between rows */
@@ -388,7 +336,7 @@ es_pb_put_varint_field(char **p, int field, uint64 v)
 {
 	if (v == 0)
 		return;
-	es_pb_put_varint(p, ((uint64) field << 3) | ES_PB_WIRE_VARINT);
+	es_pb_put_varint(p, ((uint64) field << 3) | ES_PBWIRE_VARINT);
 	es_pb_put_varint(p, v);
 }
 
@@ -398,7 +346,7 @@ es_pb_put_bytes_field(char **p, int field, const char *data, size_t len)
 {
 	if (len == 0)
 		return;
-	es_pb_put_varint(p, ((uint64) field << 3) | ES_PB_WIRE_LEN);
+	es_pb_put_varint(p, ((uint64) field << 3) | ES_PBWIRE_LEN);
 	es_pb_put_varint(p, len);
 	memcpy(*p, data, len);
 	*p += len;
@@ -505,7 +453,7 @@ es_pb_put_event(TupleTableSlot *slot, void *arg)
 
 	enlargeStringInfo(&batch->buf, size + ES_PB_MAX_FIELD_HEAD);
 	p = batch->buf.data + batch->buf.len;
-	es_pb_put_varint(&p, ((uint64) ES_PB_FIELD_EVENTS << 3) | ES_PB_WIRE_LEN);
+	es_pb_put_varint(&p, ((uint64) ES_PBWIRE_FIELD_EVENTS << 3) | ES_PBWIRE_LEN);
 	es_pb_put_varint(&p, size);
 	es_pb_put_varint_field(&p, 1, position);
 	es_pb_put_bytes_field(&p, 2, VARDATA_ANY(type), VARSIZE_ANY_EXHDR(type));

@@ -22,19 +22,15 @@
 static const EsShmemPart *parts[ES_SHMEM_MAX_PARTS];
 static int	nparts = 0;
 
-#if PG_VERSION_NUM >= 150000
 static shmem_request_hook_type prev_shmem_request_hook = NULL;
-#endif
 static shmem_startup_hook_type prev_shmem_startup_hook = NULL;
 
 /* Reserve every part's memory and locks */
 static void
 es_shmem_request(void)
 {
-#if PG_VERSION_NUM >= 150000
 	if (prev_shmem_request_hook)
 		prev_shmem_request_hook();
-#endif
 	for (int i = 0; i < nparts; i++)
 	{
 		RequestAddinShmemSpace(parts[i]->size());
@@ -70,19 +66,8 @@ es_shmem_register(const EsShmemPart *part)
 	parts[nparts++] = part;
 	if (nparts > 1)
 		return;
-#if PG_VERSION_NUM >= 150000
 	prev_shmem_request_hook = shmem_request_hook;
 	shmem_request_hook = es_shmem_request;
-#endif
 	prev_shmem_startup_hook = shmem_startup_hook;
 	shmem_startup_hook = es_shmem_startup;
-}
-
-/* Before PostgreSQL 15 there is no request hook: reserve from _PG_init */
-void
-es_shmem_request_now(void)
-{
-#if PG_VERSION_NUM < 150000
-	es_shmem_request();
-#endif
 }

@@ -4,6 +4,7 @@
  */
 #include "eventsourced.h"
 
+#include "lib/stringinfo.h"
 #include "mb/pg_wchar.h"
 #include "utils/builtins.h"
 
@@ -79,11 +80,41 @@ es_check_payload(bool isnull)
 				 errhint("Use '{}' or 'null'::jsonb for an event without data.")));
 }
 
-/* "type/id" for messages */
+/* Append s to buf in double quotes, doubling each double quote in it */
+static void
+es_append_quoted(StringInfo buf, const char *s)
+{
+	appendStringInfoChar(buf, '"');
+	for (; *s; s++)
+	{
+		if (*s == '"')
+			appendStringInfoChar(buf, '"');
+		appendStringInfoChar(buf, *s);
+	}
+	appendStringInfoChar(buf, '"');
+}
+
+/*
+ * An entity for messages: "type"/"id", each name in double quotes with its
+ * double quotes doubled, so that ('a/b', 'c') and ('a', 'b/c') read apart.
+ */
+char *
+es_entity_cstring(const char *type, const char *id)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	es_append_quoted(&buf, type);
+	appendStringInfoChar(&buf, '/');
+	es_append_quoted(&buf, id);
+	return buf.data;
+}
+
+/* es_entity_cstring of an EsEntity */
 char *
 es_entity_string(const EsEntity *entity)
 {
-	return psprintf("%s/%s", text_to_cstring(entity->type), text_to_cstring(entity->id));
+	return es_entity_cstring(text_to_cstring(entity->type), text_to_cstring(entity->id));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_check_entity_read);

@@ -155,6 +155,19 @@ es_worker_note_hard_stop(void)
 		my_slot->hard_stopped = true;
 }
 
+/* Mark a projection failed, in a transaction of its own */
+static void
+es_worker_mark_failed(const char *name, const char *message)
+{
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	PushActiveSnapshot(GetTransactionSnapshot());
+	if (OidIsValid(get_extension_oid("eventsourced", true)))
+		es_projection_mark_failed(cstring_to_text(name), message);
+	PopActiveSnapshot();
+	CommitTransactionCommand();
+}
+
 /*
  * At start: if this worker's predecessor had to be stopped inside a
  * projection's handler, mark that projection failed, so that it is not
@@ -168,14 +181,8 @@ es_worker_fail_stopped_projection(void)
 	ereport(WARNING,
 			(errmsg("projection \"%s\" is marked failed: its handler ignored the cancel at eventsourced.projection_timeout",
 					my_slot->running)));
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("eventsourced", true)))
-		es_projection_mark_failed(cstring_to_text(my_slot->running),
-								  "projection handler did not stop when cancelled at eventsourced.projection_timeout; the worker was restarted");
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	es_worker_mark_failed(my_slot->running,
+						  "projection handler did not stop when cancelled at eventsourced.projection_timeout; the worker was restarted");
 	my_slot->running[0] = '\0';
 	my_slot->hard_stopped = false;
 }
@@ -241,13 +248,11 @@ es_worker_projection_names(MemoryContext cxt)
 
 /*
  * One batch of one projection in its own transaction, at most one time
- * slice long; whether its checkpoint moved.
+ * slice long; fills *outcome.
  */
-static bool
-es_worker_run_batch(const char *name)
+static void
+es_worker_run_batch(const char *name, EsRunStatus *outcome)
 {
-	bool		progressed;
-
 	if (my_slot != NULL)
 		strlcpy(my_slot->running, name, sizeof(my_slot->running));
 	SetCurrentStatementStartTimestamp();
@@ -256,14 +261,13 @@ es_worker_run_batch(const char *name)
 	pgstat_report_activity(STATE_RUNNING, name);
 	(void) es_run_projection(cstring_to_text(name), ES_WORKER_BATCH, true,
 							 TimestampTzPlusMilliseconds(GetCurrentTimestamp(), ES_WORKER_SLICE_MS),
-							 &progressed);
+							 outcome);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
 	/* a handler's session-level advisory locks would outlive it here */
 	LockReleaseSession(USER_LOCKMETHOD);
 	pgstat_report_activity(STATE_IDLE, NULL);
 	pgstat_report_stat(false);
-	return progressed;
 }
 
 static bool relist = true;		/* list the running projections again */
@@ -291,28 +295,49 @@ es_worker_running(void)
 	return names;
 }
 
-/* A batch whose error is logged instead of ending the worker; whether it progressed */
+/*
+ * A batch whose error is logged instead of ending the worker; whether it
+ * progressed.  A projection whose registration no longer passes the checks
+ * (its handler was dropped, changed hands or lost EXECUTE, its owner lost
+ * the right to read the events) is marked failed, with the error, instead
+ * of failing again on every pass.
+ */
 static bool
 es_worker_try_batch(const char *name)
 {
-	volatile bool progressed = false;
+	MemoryContext cxt = CurrentMemoryContext;
+	EsRunStatus outcome = {false, false};
 
 	PG_TRY();
 	{
-		progressed = es_worker_run_batch(name);
+		es_worker_run_batch(name, &outcome);
 	}
 	PG_CATCH();
 	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		FlushErrorState();
 		LockReleaseSession(USER_LOCKMETHOD);
 		relist = true;
+		if (outcome.checking &&
+			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+		{
+			ereport(WARNING,
+					(errmsg("projection \"%s\" is marked failed: it can no longer run", name),
+					 errdetail("%s", edata->message),
+					 errhint("Fix the cause, then resume it with eventsourced.reset_projection().")));
+			es_worker_mark_failed(name, edata->message);
+		}
+		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	if (my_slot != NULL)
 		my_slot->running[0] = '\0';	/* the batch ended, however */
-	return progressed;
+	return outcome.progressed;
 }
 
 /* Reload the configuration when asked to */

@@ -22,11 +22,7 @@ void
 es_table_index(EsTableWriter *w, TupleTableSlot *slot)
 {
 	ResetPerTupleExprContext(w->estate);
-#if PG_VERSION_NUM >= 160000
-	(void) ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL, false);
-#else
 	(void) ExecInsertIndexTuples(w->rri, slot, w->estate, false, false, NULL, NIL);
-#endif
 }
 
 /*
@@ -96,24 +92,15 @@ es_table_insert(EsTableWriter *w, TupleTableSlot *slot)
 void
 es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 {
-#if PG_VERSION_NUM >= 160000
-	TU_UpdateIndexes update_indexes;
-#else
 	bool		update_indexes;
-#endif
 
 	/* the row's old version may satisfy the left-out index's predicate */
 	if (OidIsValid(w->skipped))
 		elog(ERROR, "eventsourced: cannot update through a writer that left index %u closed",
 			 w->skipped);
 	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
-#if PG_VERSION_NUM >= 160000
-	if (update_indexes != TU_None)
-		es_table_index(w, slot);
-#else
 	if (update_indexes)
 		es_table_index(w, slot);
-#endif
 }
 
 /* Close what es_table_open opened; the table stays locked until the end of the transaction */

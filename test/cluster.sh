@@ -30,7 +30,7 @@ es_install_packages() {
     if [ ${#need[@]} -gt 0 ]; then
         local sudo=""
         [ "$(id -u)" = 0 ] || sudo=sudo
-        echo "installing: ${need[*]}"
+        echo "== installing packages (apt-get): ${need[*]}"
         $sudo apt-get update -qq || return 1
         DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq "${need[@]}" >/dev/null || return 1
     fi

@@ -9,7 +9,8 @@
  * Each entity gets M commands, alternately Increase {"n": i + 1} and
  * Decrease {"n": i}, so each one ends at a known value.  Entities are spread
  * over at most MAX_THREADS threads with one connection each; a thread
- * sends its entities' commands round-robin.
+ * sends its entities' commands round-robin.  "<id>: N events persisted" is
+ * printed every PROGRESS_EVERY events of a counter and after its last one.
  */
 #include <errno.h>
 #include <inttypes.h>
@@ -206,7 +207,7 @@ send_command(PGconn *conn, Worker *w, int e, long i)
 		fprintf(stderr, "%s: command %ld not accepted as seq_no %ld: %s\n",
 				id, i + 1, i + 1, PQgetvalue(res, 0, 2));
 	PQclear(res);
-	if (ok && (i + 1) % PROGRESS_EVERY == 0)
+	if (ok && ((i + 1) % PROGRESS_EVERY == 0 || i + 1 == w->opt->events))
 		printf("%s: %ld events persisted\n", id, i + 1);
 	return !ok;
 }

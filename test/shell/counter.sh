@@ -42,6 +42,6 @@ out=$("$root/examples/counter/counter" --connstr "dbname=$db" --entities 3 --eve
 rc=$?
 check "runner exits 0" "$rc" "0"
 check "runner reports progress and rebuilds every counter" \
-      "$(echo "$out" | grep -c 'every value is 125 as expected')" "1"
+      "$(echo "$out" | grep -c ': 250 events persisted$') $(echo "$out" | grep -c 'every value is 125 as expected')" "3 1"
 check "runner's events are all in the log" \
       "$(q "SELECT count(*) FROM eventsourced.events WHERE entity_type = 'counter' AND entity_id <> 'c'")" "750"

@@ -127,7 +127,10 @@ check "SIGTERM stops the projector cleanly" "$?" "0"
 meter=(--source "dbname=$src" --target "dbname=$src" --type meter --name kill --batch 7 --poll-ms 50)
 start_projector kill "${meter[@]}"
 wait_for 20 has_checkpoint $src kill
-sleep 0.3
+# kill it mid-run: once its checkpoint has moved again
+first=$(checkpoint $src kill)
+moved_on() { [ "$(checkpoint $src kill)" -gt "$first" ] 2>/dev/null; }
+wait_for 20 moved_on
 kill -9 "$proj"
 wait "$proj" 2>/dev/null
 echo "# killed at checkpoint $(checkpoint $src kill) of $(last_position meter) so far"
