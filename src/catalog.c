@@ -38,7 +38,7 @@ es_catalog_has(Oid relid)
 {
 	const Oid	cached[] = {
 		cache.events, cache.events_pkey, cache.events_position_key,
-		cache.events_event_id_key, cache.position_seq, cache.snapshots,
+		cache.events_type_position_idx, cache.events_event_id_key, cache.position_seq, cache.snapshots,
 		cache.snapshots_pkey, cache.projection_state, cache.projection_state_pkey,
 		cache.protobuf_descriptors, cache.protobuf_descriptors_pkey,
 		cache.entity_types, cache.entity_types_pkey, cache.commands, cache.commands_pkey,
@@ -158,6 +158,8 @@ es_catalog(void)
 	cache.events = es_lookup(nsp, "events");
 	cache.events_pkey = es_lookup(nsp, "events_pkey");
 	cache.events_position_key = es_lookup(nsp, "events_position_key");
+	/* the type feed's index came with 0.3.0; older stores scan by position */
+	cache.events_type_position_idx = get_relname_relid("events_type_position_idx", nsp);
 	cache.events_event_id_key = es_lookup(nsp, "events_event_id_key");
 	cache.events_event_id_partial = es_index_is_partial(cache.events_event_id_key);
 	cache.position_seq = es_lookup(nsp, "events_position_seq");

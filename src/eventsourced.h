@@ -83,6 +83,7 @@ typedef struct EsCatalog
 	Oid			events;
 	Oid			events_pkey;
 	Oid			events_position_key;
+	Oid			events_type_position_idx;	/* InvalidOid before 0.3.0 */
 	Oid			events_event_id_key;
 	bool		events_event_id_partial;	/* the index has a predicate */
 	Oid			position_seq;

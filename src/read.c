@@ -175,11 +175,39 @@ es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 }
 
 /*
- * Scan the position index from after_position up to the horizon, handing
+ * Open the index a feed request scans and set its keys: for a request of
+ * one type, the (entity_type, position) index (from 0.3.0 on), so a rare
+ * type costs what it returns; else the position index, whose entries
+ * carry the type.  Returns the position's attribute number in it.
+ */
+static AttrNumber
+es_feed_index(const EsFeedRequest *req, Relation *index, ScanKeyData *keys, int *nkeys)
+{
+	const EsCatalog *cat = es_catalog();
+
+	if (req->entity_type == NULL || !OidIsValid(cat->events_type_position_idx))
+	{
+		*index = index_open(cat->events_position_key, AccessShareLock);
+		ScanKeyInit(&keys[0], 1, BTGreaterStrategyNumber, F_INT8GT,
+					Int64GetDatum(req->after_position));
+		*nkeys = 1;
+		return 1;
+	}
+	*index = index_open(cat->events_type_position_idx, AccessShareLock);
+	ScanKeyEntryInitialize(&keys[0], 0, 1, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(req->entity_type));
+	ScanKeyInit(&keys[1], 2, BTGreaterStrategyNumber, F_INT8GT,
+				Int64GetDatum(req->after_position));
+	*nkeys = 2;
+	return 2;
+}
+
+/*
+ * Scan the feed's index from after_position up to the horizon, handing
  * each event (a slot of the events table, all attributes deformed) to emit.
- * Entries of other types are skipped on the index tuple alone; only wanted
- * entries visit the table (and its visibility check).  Returns the number
- * of events emitted.
+ * On the position index, entries of other types are skipped on the index
+ * tuple alone; only wanted entries visit the table (and its visibility
+ * check).  Returns the number of events emitted.
  */
 int32
 es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
@@ -189,7 +217,9 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 	Relation	index;
 	IndexScanDesc scan;
 	TupleTableSlot *slot;
-	ScanKeyData key;
+	ScanKeyData keys[2];
+	int			nkeys;
+	AttrNumber	posatt;
 	int64		horizon;
 	Snapshot	snap;
 	int32		count = 0;
@@ -201,23 +231,21 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 
 	events = table_open(cat->events, AccessShareLock);
 	es_check_shape(events, Natts_es_events, es_events_types);
-	index = index_open(cat->events_position_key, AccessShareLock);
-	ScanKeyInit(&key, 1, BTGreaterStrategyNumber, F_INT8GT,
-				Int64GetDatum(req->after_position));
+	posatt = es_feed_index(req, &index, keys, &nkeys);
 
 	snap = es_feed_snapshot(&horizon);
 	slot = table_slot_create(events, NULL);
-	scan = index_beginscan(events, index, snap, 1, 0);
+	scan = index_beginscan(events, index, snap, nkeys, 0);
 	scan->xs_want_itup = true;
-	index_rescan(scan, &key, 1, NULL, 0);
+	index_rescan(scan, keys, nkeys, NULL, 0);
 	while (count < req->max_count &&
 		   index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
 		bool		isnull;
 
-		if (DatumGetInt64(index_getattr(scan->xs_itup, 1, scan->xs_itupdesc, &isnull)) >= horizon)
+		if (DatumGetInt64(index_getattr(scan->xs_itup, posatt, scan->xs_itupdesc, &isnull)) >= horizon)
 			break;
-		if (!es_feed_entry_matches(scan, req) || !index_fetch_heap(scan, slot))
+		if ((posatt == 1 && !es_feed_entry_matches(scan, req)) || !index_fetch_heap(scan, slot))
 			continue;
 		slot_getallattrs(slot);
 		emit(slot, arg);

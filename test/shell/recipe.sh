@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # checks: 13 (test/run fails when a different number of checks ran)
-# README's least-privilege recipe, run exactly as written (the block between
-# "recipe: begin" and "recipe: end"), then used: the model's owner registers
-# its model and runs its projection, the application sends commands and
-# reads, and neither the application nor the reader can do more.
+# The least-privilege recipe of docs/trust.md, run exactly as written (the
+# block between "recipe: begin" and "recipe: end"), then used: the model's
+# owner registers its model and runs its projection, the application sends
+# commands and reads, and neither the application nor the reader can do more.
 # Uses PGHOST/PGPORT/PGUSER.
 set -u
 here=$(cd "$(dirname "$0")" && pwd)
@@ -24,8 +24,8 @@ check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
 
 cleanup
 createdb $db && q "CREATE EXTENSION eventsourced" >/dev/null
-recipe=$(sed -n '/<!-- recipe: begin -->/,/<!-- recipe: end -->/p' "$here/../../README.md" | sed '/^<!--/d; /^```/d')
-check "README has the recipe" "$([ "$(echo "$recipe" | grep -c 'CREATE ROLE')" -eq 3 ] && echo yes)" "yes"
+recipe=$(sed -n '/<!-- recipe: begin -->/,/<!-- recipe: end -->/p' "$here/../../docs/trust.md" | sed '/^<!--/d; /^```/d')
+check "docs/trust.md has the recipe" "$([ "$(echo "$recipe" | grep -c 'CREATE ROLE')" -eq 3 ] && echo yes)" "yes"
 check "the recipe runs as written" \
       "$(psql -X -q -v ON_ERROR_STOP=1 -d $db -c "$recipe" >/dev/null 2>&1 && echo yes)" "yes"
 

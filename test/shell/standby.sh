@@ -25,7 +25,7 @@ q $db "SELECT eventsourced.append('acct', 'a1', 0, 'Opened', '{}'),
               eventsourced.append('acct', 'a1', 1, 'Deposited', '{\"n\": 5}');
        SELECT eventsourced.save_snapshot('acct', 'a1', 2, '{\"balance\": 5}')" >/dev/null
 
-es_as_owner "$ES_PGBIN/pg_basebackup" -h "$PGHOST" -p "$PGPORT" -U postgres -D "$work/data" -R -X stream ||
+es_as_owner "$ES_PGBIN/pg_basebackup" -h "$PGHOST" -p "$PGPORT" -U postgres -D "$work/data" -R -X stream -c fast ||
     echo "not ok - pg_basebackup"
 {
     echo "port = $sport"

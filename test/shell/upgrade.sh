@@ -1,13 +1,16 @@
 #!/usr/bin/env bash
-# checks: 15 (test/run fails when a different number of checks ran)
-# ALTER EXTENSION eventsourced UPDATE from 0.1.0 with data in place: events,
-# registrations and a projection written as 0.1.0 wrote them keep working,
-# registrations get the extension's owner, and the upgraded tables are the
-# same as a new installation's.  Uses PGHOST/PGPORT/PGUSER.
+# checks: 23 (test/run fails when a different number of checks ran)
+# ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
+# 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
+# keep working, registrations get the extension's owner.  From 0.2.0 to
+# 0.3.0: a store written by 0.2.0 reads the same feed before (this library
+# with 0.2.0's tables) and after the update.  The upgraded tables, indexes
+# and views are the same as a new installation's.  Uses PGHOST/PGPORT/PGUSER.
 set -u
 db=es_upgrade_test
 fresh=es_upgrade_fresh
-trap 'dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1; psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_u_app" >/dev/null 2>&1' EXIT
+db2=es_upgrade_020
+trap 'dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1; dropdb --if-exists $db2 >/dev/null 2>&1; psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_u_app" >/dev/null 2>&1' EXIT
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "${2:-$db}" -c "$1"; }
 check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
     if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
@@ -18,8 +21,11 @@ shape="SELECT string_agg(c.relname || '.' || a.attname || ':' || format_type(a.a
          FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
         WHERE c.relnamespace = 'eventsourced'::regnamespace AND c.relkind IN ('r', 'v')
           AND a.attnum > 0 AND NOT a.attisdropped"
+# The indexes and view definitions, to compare installations.
+indexes="SELECT string_agg(indexdef, ' ' ORDER BY indexname) FROM pg_indexes WHERE schemaname = 'eventsourced'"
+views="SELECT string_agg(viewname || ': ' || definition, ' ' ORDER BY viewname) FROM pg_views WHERE schemaname = 'eventsourced'"
 
-dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1
+dropdb --if-exists $db >/dev/null 2>&1; dropdb --if-exists $fresh >/dev/null 2>&1; dropdb --if-exists $db2 >/dev/null 2>&1
 psql -X -q -d postgres -c "DROP ROLE IF EXISTS es_u_app" >/dev/null 2>&1
 createdb $db
 q "CREATE ROLE es_u_app"
@@ -51,7 +57,7 @@ check "this library refuses 0.1.0's registration tables with a clear error" \
       "$(psql -X -q -t -A -d $db -v VERBOSITY=verbose -c "SELECT eventsourced.register_entity('x', 'fold(jsonb,text,jsonb)')" 2>&1 | grep -o '55000\|ALTER EXTENSION eventsourced UPDATE' | sort -u | tr '\n' ' ')" \
       "55000 ALTER EXTENSION eventsourced UPDATE "
 
-q "ALTER EXTENSION eventsourced UPDATE"
+q "ALTER EXTENSION eventsourced UPDATE TO '0.2.0'"
 check "the update reaches 0.2.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.2.0"
 check "registrations get the extension's owner and the default search_path" \
       "$(q "SELECT string_agg(DISTINCT owner::text || ' ' || search_path, ';') FROM (
@@ -77,11 +83,48 @@ check "another role cannot replace an upgraded registration" \
 check "appends go on after the update" \
       "$(q "SELECT eventsourced.append('acc', 'a1', 4, 'Added', '{\"n\": 1}')")" "5"
 
+q "ALTER EXTENSION eventsourced UPDATE"
+check "the update goes on to 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.3.0"
+
+# 0.2.0 to 0.3.0: a store of several types, one of them rare, written by 0.2.0.
+createdb $db2
+q "CREATE EXTENSION eventsourced VERSION '0.2.0'" $db2
+q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', jsonb_build_object('i', 0));
+   SELECT count(eventsourced.append(CASE WHEN i % 500 = 0 THEN 'rare' ELSE 'busy' END, 'e' || (i % 7), NULL, 'E',
+                                    jsonb_build_object('i', i))) FROM generate_series(1, 3000) i" $db2 >/dev/null
+q "CREATE TABLE seen (pos bigint);
+   CREATE FUNCTION see(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+   RETURNS void LANGUAGE sql AS 'INSERT INTO seen VALUES (pos)';
+   SELECT eventsourced.create_projection('rare', 'rare', 'see(text,bigint,text,jsonb,bigint)');
+   SELECT eventsourced.run_projection('rare', 3)" $db2 >/dev/null
+feeds="SELECT md5(string_agg(f, ';')) FROM (
+         SELECT (SELECT string_agg(position || ' ' || entity_id || ' ' || seq_no || ' ' || payload::text, ',')
+                   FROM eventsourced.events_by_type('rare', 0, 1000)) AS f
+         UNION ALL SELECT (SELECT string_agg(position::text, ',') FROM eventsourced.events_by_type('busy', 100, 50))
+         UNION ALL SELECT (SELECT string_agg(position::text, ',') FROM eventsourced.read_all(2990, 100))) s"
+before=$(q "$feeds" $db2)
+lag_before=$(q "SELECT lag FROM eventsourced.projections WHERE name = 'rare'" $db2)
+check "this library reads a 0.2.0 store's type feeds (7 rare events, 4 not yet applied)" \
+      "$(q "SELECT count(*) FROM eventsourced.events_by_type('rare', 0, 1000)" $db2) $lag_before" "7 4"
+q "ALTER EXTENSION eventsourced UPDATE" $db2
+check "0.2.0 updates to 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.3.0"
+check "the feeds read the same after the update" "$(q "$feeds" $db2)" "$before"
+check "a projection's lag is the same after the update" \
+      "$(q "SELECT lag FROM eventsourced.projections WHERE name = 'rare'" $db2)" "$lag_before"
+check "the projection goes on after the update" \
+      "$(q "SELECT eventsourced.run_projection('rare')" $db2) $(q "SELECT count(*) FROM seen" $db2)" "4 7"
+q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', '{}')" $db2 >/dev/null
+check "appends go on after the 0.3.0 update" \
+      "$(q "SELECT eventsourced.run_projection('rare')" $db2) $(q "SELECT count(*) FROM seen" $db2)" "1 8"
+
 createdb $fresh
 q "CREATE EXTENSION eventsourced" $fresh
-check "a new installation is at 0.2.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.2.0"
+check "a new installation is at 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.3.0"
 check "the upgraded tables have the columns of a new installation" \
       "$(q "$shape" | md5sum)" "$(q "$shape" $fresh | md5sum)"
+check "the upgraded indexes and views are a new installation's" \
+      "$(q "$indexes; $views" | md5sum) $(q "$indexes; $views" $db2 | md5sum)" \
+      "$(q "$indexes; $views" $fresh | md5sum) $(q "$indexes; $views" $fresh | md5sum)"
 check "no column of a reg* type that pg_upgrade refuses" \
       "$(q "SELECT count(*) FROM pg_attribute a JOIN pg_class c ON c.oid = a.attrelid
             WHERE c.relnamespace = 'eventsourced'::regnamespace AND a.attnum > 0
