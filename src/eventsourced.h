@@ -177,6 +177,7 @@ extern int	es_notify_flush(void);
 extern void es_projection_init(void);
 extern void es_projection_worker_setup(void);
 extern void es_projection_mark_failed(text *name, const char *message);
+extern char *es_projection_fail_refused(text *name);
 /* What a projection run did, for the worker */
 typedef struct EsRunStatus
 {

@@ -512,7 +512,6 @@ es_projection_batch(void *arg)
 	bool		more = true;
 	bool		read_any = false;
 
-	es_check_select(es_catalog()->events);
 	fmgr_info(p->handler, &p->flinfo);
 	run->out.checkpoint = p->checkpoint;
 	run->out.retries = p->retries;
@@ -543,20 +542,18 @@ es_projection_batch(void *arg)
 }
 
 /*
- * What every run checks: the caller may run it (its owner, a member, the
- * extension's owner or a superuser), its handler still exists with the
- * right signature, and the handler's owner, whom it runs as, may execute
- * it.
+ * What every run checks of a projection's registration: its handler still
+ * exists with the right signature, and the handler's owner, whom it runs
+ * as, is the registered one, may execute it and read the events.
  */
 static void
 es_check_run(EsProjection *p)
 {
-	es_check_manage(p->owner, es_catalog()->projection_state,
-					psprintf("projection \"%s\"", text_to_cstring(p->name)));
 	p->handler = es_check_projection_handler(es_resolve_projection_handler(p->handler_signature));
 	p->run_as.owner = es_function_owner(p->handler);
 	es_check_run_as(p->handler, p->owner, p->run_as.owner, p->handler_owner);
 	es_check_execute(p->handler, p->run_as.owner);
+	es_check_select_by(es_catalog()->events, p->run_as.owner);
 }
 
 /* A run in the sandbox of the projection's handler; never nested */
@@ -602,6 +599,10 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 			return 0;
 		es_report_no_projection(name);
 	}
+	/* the caller must be allowed to run it (the background worker may) */
+	if (!nowait)
+		es_check_manage(p.owner, es_catalog()->projection_state,
+						psprintf("projection \"%s\"", text_to_cstring(name)));
 	outcome->checking = true;
 	es_check_run(&p);
 	outcome->checking = false;
@@ -774,9 +775,73 @@ eventsourced_drop_projection(PG_FUNCTION_ARGS)
 static EsStatement fail_projection = {
 	"UPDATE eventsourced.projection_state SET status = 'failed', last_error = $2, "
 	"updated_at = pg_catalog.now() "
-	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
+	"AND status OPERATOR(pg_catalog.=) 'running'",
 	2, {TEXTOID, TEXTOID}
 };
+
+/*
+ * The error a projection's registration raises in its checks, if it still
+ * does (a syntax or access rule violation, class 42), in the caller's
+ * memory context; NULL when the checks pass now or fail otherwise.  The
+ * checks run in a subtransaction, so the caller's transaction goes on.
+ */
+static char *
+es_projection_refusal(EsProjection *p)
+{
+	MemoryContext cxt = CurrentMemoryContext;
+	ResourceOwner owner = CurrentResourceOwner;
+	char	   *volatile refusal = NULL;
+
+	BeginInternalSubTransaction(NULL);
+	MemoryContextSwitchTo(cxt);
+	PG_TRY();
+	{
+		es_check_run(p);
+		ReleaseCurrentSubTransaction();
+	}
+	PG_CATCH();
+	{
+		ErrorData  *edata;
+
+		MemoryContextSwitchTo(cxt);
+		edata = CopyErrorData();
+		FlushErrorState();
+		RollbackAndReleaseCurrentSubTransaction();
+		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+			refusal = psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode));
+		FreeErrorData(edata);
+	}
+	PG_END_TRY();
+	MemoryContextSwitchTo(cxt);
+	CurrentResourceOwner = owner;
+	return refusal;
+}
+
+/*
+ * Mark a running projection failed when its registration still fails its
+ * checks (the background worker, after they failed for a while); under the
+ * projection's lock, so that a run, reset or drop in between wins.  Returns
+ * the error it was marked failed with, or NULL.
+ */
+char *
+es_projection_fail_refused(text *name)
+{
+	EsProjection p;
+	char	   *refusal;
+	Datum		values[2];
+
+	if (!es_lock_projection(name, true) || !es_read_projection(name, &p) || p.failed)
+		return NULL;
+	refusal = es_projection_refusal(&p);
+	if (refusal == NULL)
+		return NULL;
+	values[0] = PointerGetDatum(name);
+	values[1] = CStringGetTextDatum(refusal);
+	if (es_exec_as_owner(es_catalog()->projection_state, &fail_projection, values, NULL) == 0)
+		return NULL;
+	return refusal;
+}
 
 /* Mark a projection failed, with a message (the worker, when it cannot run it) */
 void

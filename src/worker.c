@@ -29,6 +29,7 @@
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
+#include "catalog/pg_authid.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
 #include "miscadmin.h"
@@ -71,6 +72,23 @@ typedef struct EsWorkerSlot
 static EsWorkerSlot *worker_slots = NULL;	/* one per registered worker */
 static EsWorkerSlot *my_slot = NULL;
 static int	nworker_slots = 0;
+
+/*
+ * How long a projection's registration must keep failing its checks
+ * (handler dropped, changed hands or lost EXECUTE) before the worker marks
+ * the projection failed instead of failing on it every pass.
+ */
+#define ES_WORKER_REFUSAL_GRACE_MS	10000
+
+/* A projection whose registration fails its checks in this worker, and since when */
+typedef struct EsRefusal
+{
+	char		name[ES_MAX_TYPE_LEN + 1];
+	TimestampTz since;
+} EsRefusal;
+
+static List *refusals = NIL;	/* of EsRefusal, in TopMemoryContext */
+static EsRunStatus batch_status;	/* the current batch's (static: read after longjmp) */
 
 static char *worker_databases = NULL;
 static int	projection_workers = 1;
@@ -155,17 +173,59 @@ es_worker_note_hard_stop(void)
 		my_slot->hard_stopped = true;
 }
 
-/* Mark a projection failed, in a transaction of its own */
-static void
-es_worker_mark_failed(const char *name, const char *message)
+/* Work the worker does in a transaction of its own: returns a message or NULL */
+typedef const char *(*EsWorkerWork) (const char *name, const char *message);
+
+/*
+ * Run work in a transaction of its own (if the extension exists); an error
+ * in it is logged and rolled back instead of ending the worker.  Returns
+ * work's result, copied into TopMemoryContext (the caller frees it).
+ */
+static char *
+es_worker_transaction(EsWorkerWork work, const char *name, const char *message)
 {
-	SetCurrentStatementStartTimestamp();
-	StartTransactionCommand();
-	PushActiveSnapshot(GetTransactionSnapshot());
-	if (OidIsValid(get_extension_oid("eventsourced", true)))
-		es_projection_mark_failed(cstring_to_text(name), message);
-	PopActiveSnapshot();
-	CommitTransactionCommand();
+	char	   *volatile result = NULL;
+
+	PG_TRY();
+	{
+		const char *r = NULL;
+
+		SetCurrentStatementStartTimestamp();
+		StartTransactionCommand();
+		PushActiveSnapshot(GetTransactionSnapshot());
+		if (OidIsValid(get_extension_oid("eventsourced", true)))
+			r = work(name, message);
+		if (r != NULL)
+			result = MemoryContextStrdup(TopMemoryContext, r);
+		PopActiveSnapshot();
+		CommitTransactionCommand();
+	}
+	PG_CATCH();
+	{
+		EmitErrorReport();
+		AbortCurrentTransaction();
+		FlushErrorState();
+		if (result != NULL)
+			pfree(result);
+		result = NULL;
+	}
+	PG_END_TRY();
+	return result;
+}
+
+/* Mark a projection failed with message (its handler had to be stopped) */
+static const char *
+es_worker_mark_stopped(const char *name, const char *message)
+{
+	es_projection_mark_failed(cstring_to_text(name), message);
+	return message;
+}
+
+/* Mark a projection failed if its registration still fails its checks */
+static const char *
+es_worker_mark_refused(const char *name, const char *message)
+{
+	return es_projection_fail_refused(cstring_to_text(name));
 }
 
 /*
@@ -176,13 +236,19 @@ es_worker_mark_failed(const char *name, const char *message)
 static void
 es_worker_fail_stopped_projection(void)
 {
+	char	   *message;
+
 	if (my_slot == NULL || !my_slot->hard_stopped || my_slot->running[0] == '\0')
 		return;
-	ereport(WARNING,
-			(errmsg("projection \"%s\" is marked failed: its handler ignored the cancel at eventsourced.projection_timeout",
-					my_slot->running)));
-	es_worker_mark_failed(my_slot->running,
-						  "projection handler did not stop when cancelled at eventsourced.projection_timeout; the worker was restarted");
+	message = es_worker_transaction(es_worker_mark_stopped, my_slot->running,
+									"projection handler did not stop when cancelled at eventsourced.projection_timeout; the worker was restarted");
+	if (message != NULL)
+	{
+		ereport(WARNING,
+				(errmsg("projection \"%s\" is marked failed: its handler ignored the cancel at eventsourced.projection_timeout",
+						my_slot->running)));
+		pfree(message);
+	}
 	my_slot->running[0] = '\0';
 	my_slot->hard_stopped = false;
 }
@@ -246,6 +312,13 @@ es_worker_projection_names(MemoryContext cxt)
 	return names;
 }
 
+/* Name the projection in the errors of its batch */
+static void
+es_worker_batch_context(void *arg)
+{
+	errcontext("eventsourced worker running projection \"%s\"", (const char *) arg);
+}
+
 /*
  * One batch of one projection in its own transaction, at most one time
  * slice long; fills *outcome.
@@ -253,6 +326,9 @@ es_worker_projection_names(MemoryContext cxt)
 static void
 es_worker_run_batch(const char *name, EsRunStatus *outcome)
 {
+	ErrorContextCallback context = {error_context_stack, es_worker_batch_context, (void *) name};
+
+	error_context_stack = &context;
 	if (my_slot != NULL)
 		strlcpy(my_slot->running, name, sizeof(my_slot->running));
 	SetCurrentStatementStartTimestamp();
@@ -264,6 +340,7 @@ es_worker_run_batch(const char *name, EsRunStatus *outcome)
 							 outcome);
 	PopActiveSnapshot();
 	CommitTransactionCommand();
+	error_context_stack = context.previous;
 	/* a handler's session-level advisory locks would outlive it here */
 	LockReleaseSession(USER_LOCKMETHOD);
 	pgstat_report_activity(STATE_IDLE, NULL);
@@ -296,48 +373,81 @@ es_worker_running(void)
 }
 
 /*
+ * Note whether a projection's registration failed its checks in this
+ * batch.  One that has kept failing them for ES_WORKER_REFUSAL_GRACE_MS is
+ * marked failed, with the error, if it still fails them under the
+ * projection's lock, instead of failing on every pass; a momentary state
+ * (a function dropped and created again, a schema renamed back) passes.
+ */
+static void
+es_worker_note_refusal(const char *name, bool refused)
+{
+	EsRefusal  *r = NULL;
+	ListCell   *lc;
+	char	   *message;
+	MemoryContext old;
+
+	foreach(lc, refusals)
+		if (strcmp(((EsRefusal *) lfirst(lc))->name, name) == 0)
+			r = lfirst(lc);
+	if (r == NULL && refused)
+	{
+		old = MemoryContextSwitchTo(TopMemoryContext);
+		r = palloc0(sizeof(EsRefusal));
+		strlcpy(r->name, name, sizeof(r->name));
+		r->since = GetCurrentTimestamp();
+		refusals = lappend(refusals, r);
+		MemoryContextSwitchTo(old);
+		return;
+	}
+	if (r == NULL ||
+		(refused && !TimestampDifferenceExceeds(r->since, GetCurrentTimestamp(), ES_WORKER_REFUSAL_GRACE_MS)))
+		return;
+	refusals = list_delete_ptr(refusals, r);
+	pfree(r);
+	if (!refused)
+		return;
+	message = es_worker_transaction(es_worker_mark_refused, name, NULL);
+	if (message == NULL)
+		return;
+	ereport(WARNING,
+			(errmsg("projection \"%s\" is marked failed: it can no longer run", name),
+			 errdetail("%s", message),
+			 errhint("Fix the cause, then resume it with eventsourced.reset_projection().")));
+	pfree(message);
+}
+
+/*
  * A batch whose error is logged instead of ending the worker; whether it
- * progressed.  A projection whose registration no longer passes the checks
- * (its handler was dropped, changed hands or lost EXECUTE, its owner lost
- * the right to read the events) is marked failed, with the error, instead
- * of failing again on every pass.
+ * progressed.  An error of the projection's registration checks (class
+ * 42) is noted (es_worker_note_refusal).
  */
 static bool
 es_worker_try_batch(const char *name)
 {
-	MemoryContext cxt = CurrentMemoryContext;
-	EsRunStatus outcome = {false, false};
+	bool		refused = false;
 
+	batch_status.progressed = false;
+	batch_status.checking = false;
 	PG_TRY();
 	{
-		es_worker_run_batch(name, &outcome);
+		es_worker_run_batch(name, &batch_status);
 	}
 	PG_CATCH();
 	{
-		ErrorData  *edata;
-
-		MemoryContextSwitchTo(cxt);
-		edata = CopyErrorData();
+		refused = batch_status.checking &&
+			ERRCODE_TO_CATEGORY(geterrcode()) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION;
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		FlushErrorState();
 		LockReleaseSession(USER_LOCKMETHOD);
 		relist = true;
-		if (outcome.checking &&
-			ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
-		{
-			ereport(WARNING,
-					(errmsg("projection \"%s\" is marked failed: it can no longer run", name),
-					 errdetail("%s", edata->message),
-					 errhint("Fix the cause, then resume it with eventsourced.reset_projection().")));
-			es_worker_mark_failed(name, edata->message);
-		}
-		FreeErrorData(edata);
 	}
 	PG_END_TRY();
 	if (my_slot != NULL)
 		my_slot->running[0] = '\0';	/* the batch ended, however */
-	return outcome.progressed;
+	es_worker_note_refusal(name, refused);
+	return batch_status.progressed;
 }
 
 /* Reload the configuration when asked to */
@@ -387,6 +497,21 @@ es_worker_sleep(void)
 						 worker_delay_ms, PG_WAIT_EXTENSION);
 }
 
+/*
+ * The worker connects as the bootstrap superuser, but its database's
+ * settings apply to it too: undo a role or session_authorization set
+ * there (by the database's owner, say), so that no role can make the
+ * worker act as itself.
+ */
+static void
+es_worker_as_superuser(void)
+{
+	SetSessionAuthorization(BOOTSTRAP_SUPERUSERID, true);
+	SetCurrentRoleId(InvalidOid, true);
+	if (GetUserId() != BOOTSTRAP_SUPERUSERID)
+		elog(FATAL, "eventsourced worker could not run as the bootstrap superuser");
+}
+
 /* Entry point of a worker: the notifier of a database or one of its projection workers */
 void
 eventsourced_worker_main(Datum arg)
@@ -401,6 +526,7 @@ eventsourced_worker_main(Datum arg)
 	BackgroundWorkerUnblockSignals();
 	dbs = es_worker_database_list();
 	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, db), NULL, 0);
+	es_worker_as_superuser();
 	pgstat_report_appname(notifier ? "eventsourced notifier" : "eventsourced worker");
 	es_notify_register_worker(notifier);
 	if (!notifier)
