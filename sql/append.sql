@@ -178,3 +178,6 @@ ROLLBACK;
 SELECT eventsourced.append('a/b', 'c', 1, 'E', '{}');
 SELECT eventsourced.append('a', 'b/c', 1, 'E', '{}');
 SELECT eventsourced.append('say "hi"', 'c', 1, 'E', '{}');
+-- names with control characters are written as \xNN in messages: a name
+-- cannot forge a line of the message
+SELECT eventsourced.append(E'line\nDETAIL:  forged', 'i', 5, 'E', '{}');

@@ -131,3 +131,7 @@ SELECT * FROM eventsourced.register_protobuf(NULL);
 SELECT * FROM eventsourced.register_protobuf(decode(repeat('00', 4 * 1024 * 1024 + 1), 'hex'));
 SELECT eventsourced.protobuf_to_jsonb(decode(repeat('00', 64 * 1024 * 1024 + 1), 'hex'), 'eventsourced.Snapshot');
 SELECT count(*) FROM eventsourced.protobuf_descriptors;
+-- every event's names are checked before any message prints them: event 2's
+-- 2,000-byte entity_id is refused as too long, not echoed in a DETAIL
+SELECT eventsourced.append_pb(decode('0a10' || '1203646f631a0264312a015832027b7d' || '0adf0f' || '1203646f63'
+       || '1ad00f' || repeat('78', 2000) || '2a015832027b7d', 'hex'), NULL);

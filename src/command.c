@@ -129,7 +129,7 @@ es_apply_event(EsCommand *c, int64 seq_no, text *event_type, Datum payload,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("event handler %s returned null", format_procedure(c->reg.event_handler.fn)),
 				 errdetail("It was applying event " INT64_FORMAT " (%s) of entity %s.",
-						   seq_no, text_to_cstring(event_type), es_entity_string(&c->entity)),
+						   seq_no, es_quote_name(text_to_cstring(event_type)), es_entity_string(&c->entity)),
 				 errhint("Return 'null'::jsonb for an empty state.")));
 	state = datumCopy(state, false, -1);
 	MemoryContextSwitchTo(old);

@@ -153,6 +153,7 @@ extern text *es_name_arg(FunctionCallInfo fcinfo, int argno, const char *what, i
 extern int64 es_expected_arg(FunctionCallInfo fcinfo, int argno);
 extern void es_check_name(text *t, const char *what, int maxlen);
 extern void es_check_payload(bool isnull);
+extern char *es_quote_name(const char *s);
 extern char *es_entity_cstring(const char *type, const char *id);
 extern char *es_entity_string(const EsEntity *entity);
 
@@ -187,6 +188,9 @@ typedef struct EsRunStatus
 
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
 								TimestampTz deadline, EsRunStatus *outcome);
+
+/* protobuf.c */
+extern void es_pb_require_utf8(const char *function);
 
 /* protoreg.c */
 extern void es_protoreg_init(void);

@@ -46,7 +46,8 @@
 typedef struct EsPbBudget
 {
 	size_t		left;
-	bool		exhausted;
+	bool		exhausted;		/* a request went over the budget */
+	bool		out_of_memory;	/* the server could not allocate a request */
 } EsPbBudget;
 
 /*
@@ -57,19 +58,25 @@ static void *
 es_pb_alloc(void *ctx, size_t size)
 {
 	EsPbBudget *budget = ctx;
+	void	   *p;
 
-	if (size == 0 || !AllocSizeIsValid(size))
+	if (size == 0)
 		return NULL;
 	if (budget != NULL)
 	{
-		if (size > budget->left)
+		if (size > budget->left || !AllocSizeIsValid(size))
 		{
 			budget->exhausted = true;
 			return NULL;
 		}
 		budget->left -= size;
 	}
-	return MemoryContextAllocExtended(CurrentMemoryContext, size, MCXT_ALLOC_NO_OOM);
+	if (!AllocSizeIsValid(size))
+		return NULL;
+	p = MemoryContextAllocExtended(CurrentMemoryContext, size, MCXT_ALLOC_NO_OOM);
+	if (p == NULL && budget != NULL)
+		budget->out_of_memory = true;
+	return p;
 }
 
 /* Counterpart of es_pb_alloc */
@@ -78,6 +85,24 @@ es_pb_free(void *ctx, void *p)
 {
 	if (p)
 		pfree(p);
+}
+
+/*
+ * Refuse the protobuf functions in a database whose encoding is not UTF8:
+ * protobuf strings are UTF-8, and what such a database stores (SQL_ASCII
+ * takes any byte) would not be valid protobuf on the way out.
+ */
+void
+es_pb_require_utf8(const char *function)
+{
+	if (GetDatabaseEncoding() == PG_UTF8)
+		return;
+	ereport(ERROR,
+			(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+			 errmsg("%s needs a database whose encoding is UTF8", function),
+			 errdetail("Protobuf strings are UTF-8; this database's encoding is %s.",
+					   GetDatabaseEncodingName()),
+			 errhint("Use a database created with ENCODING 'UTF8'.")));
 }
 
 /* Report malformed protobuf input */
@@ -181,6 +206,8 @@ es_pb_event(const Eventsourced__Event *in, EsEvent *ev)
 	ev->has_metadata = (in->metadata.len > 0);
 	ev->metadata = ev->has_metadata ? es_pb_json(in->metadata, "metadata") : (Datum) 0;
 	ev->event_id = NULL;
+	if (in->event_id[0] != '\0' && !pg_verifymbstr(in->event_id, strlen(in->event_id), true))
+		es_pb_malformed("EventBatch", "event_id is not valid in the database encoding.");
 	if (in->event_id[0] != '\0')
 		ev->event_id = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(in->event_id)));
 }
@@ -196,9 +223,10 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 	Eventsourced__EventBatch *batch;
 	EsEntity	entity;
 	EsEvent    *events;
-	EsPbBudget	budget = {0, false};
+	EsPbBudget	budget = {0, false, false};
 	ProtobufCAllocator allocator = {es_pb_alloc, es_pb_free, &budget};
 
+	es_pb_require_utf8("append_pb");
 	if (PG_ARGISNULL(0))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -218,6 +246,12 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 						ES_PB_DECODE_BUDGET(VARSIZE_ANY_EXHDR(raw))),
 				 errdetail("Decoding may take 64 MB plus twice the batch's size."),
 				 errhint("Leave out unknown fields, or append in several batches.")));
+	if (batch == NULL && budget.out_of_memory)
+		ereport(ERROR,
+				(errcode(ERRCODE_OUT_OF_MEMORY),
+				 errmsg("out of memory"),
+				 errdetail("Failed while decoding an EventBatch of %zu bytes.",
+						   (size_t) VARSIZE_ANY_EXHDR(raw))));
 	if (batch == NULL)
 		es_pb_malformed("EventBatch", "protobuf-c could not decode it.");
 
@@ -226,15 +260,17 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 	events = palloc(sizeof(EsEvent) * batch->n_events);
 	for (size_t i = 0; i < batch->n_events; i++)
 	{
+		/* each event's names are checked before a message may print them */
+		EsEntity	other = {es_pb_name(batch->events[i]->entity_type, "entity_type", ES_MAX_TYPE_LEN),
+		es_pb_name(batch->events[i]->entity_id, "entity_id", ES_MAX_ID_LEN)};
+
 		if (strcmp(batch->events[i]->entity_type, batch->events[0]->entity_type) != 0 ||
 			strcmp(batch->events[i]->entity_id, batch->events[0]->entity_id) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("all events of an EventBatch to append must belong to one entity"),
 					 errdetail("Event %zu is for %s, event 1 for %s.", i + 1,
-							   es_entity_cstring(batch->events[i]->entity_type,
-												 batch->events[i]->entity_id),
-							   es_entity_string(&entity))));
+							   es_entity_string(&other), es_entity_string(&entity))));
 		es_pb_event(batch->events[i], &events[i]);
 	}
 	PG_RETURN_INT64(es_append_events(&entity, expected, events, (int) batch->n_events));
@@ -505,6 +541,7 @@ eventsourced_events_by_type_pb(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
+	es_pb_require_utf8("events_by_type_pb");
 	es_feed_args(fcinfo, true, &req);
 	PG_RETURN_BYTEA_P(es_pb_feed(&req));
 }
@@ -517,6 +554,7 @@ eventsourced_read_all_pb(PG_FUNCTION_ARGS)
 {
 	EsFeedRequest req;
 
+	es_pb_require_utf8("read_all_pb");
 	es_feed_args(fcinfo, false, &req);
 	PG_RETURN_BYTEA_P(es_pb_feed(&req));
 }
@@ -527,12 +565,14 @@ PG_FUNCTION_INFO_V1(eventsourced_load_snapshot_pb);
 Datum
 eventsourced_load_snapshot_pb(PG_FUNCTION_ARGS)
 {
-	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
+	EsEntity	entity;
 	Eventsourced__Snapshot snap = EVENTSOURCED__SNAPSHOT__INIT;
 	int64		seq_no;
 	Datum		state;
 	bool		binary;
 
+	es_pb_require_utf8("load_snapshot_pb");
+	entity = es_entity_arg(fcinfo, 0, 1);
 	if (!es_fetch_snapshot_as_caller(&entity, &seq_no, &state, &binary))
 		PG_RETURN_NULL();
 	snap.seq_no = (uint64) seq_no;

@@ -279,6 +279,7 @@ eventsourced_protobuf_to_jsonb(PG_FUNCTION_ARGS)
 	PbBuf		out;
 	char		err[ES_PB_ERRLEN];
 
+	es_pb_require_utf8("protobuf_to_jsonb");
 	if (s == NULL || !pb_schema_has_message(s, type))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),

@@ -452,7 +452,7 @@ es_report_unregistered(text *type)
 {
 	ereport(ERROR,
 			(errcode(ERRCODE_UNDEFINED_OBJECT),
-			 errmsg("entity type \"%s\" is not registered", text_to_cstring(type)),
+			 errmsg("entity type %s is not registered", es_quote_name(text_to_cstring(type))),
 			 errhint("Register it with eventsourced.register_entity().")));
 }
 
@@ -529,8 +529,8 @@ es_lookup_command(text *type, text *command, EsHandler *h)
 	if (!es_fetch_command(type, command, values, nulls))
 		ereport(ERROR,
 				(errcode(ERRCODE_UNDEFINED_OBJECT),
-				 errmsg("entity type \"%s\" has no command \"%s\"",
-						text_to_cstring(type), text_to_cstring(command)),
+				 errmsg("entity type %s has no command %s",
+						es_quote_name(text_to_cstring(type)), es_quote_name(text_to_cstring(command))),
 				 errhint("Register it with eventsourced.register_command().")));
 	es_handler_from_row(values, Anum_es_commands_handler, Anum_es_commands_owner,
 						Anum_es_commands_search_path, Anum_es_commands_handler_owner,
@@ -578,7 +578,7 @@ es_check_entity_type_manage(text *type)
 		return false;
 	es_check_manage(DatumGetObjectId(values[Anum_es_entity_types_owner - 1]),
 					es_catalog()->entity_types,
-					psprintf("entity type \"%s\"", text_to_cstring(type)));
+					psprintf("entity type %s", es_quote_name(text_to_cstring(type))));
 	return true;
 }
 
@@ -634,8 +634,9 @@ es_check_command_manage(text *type, text *command)
 	if (es_fetch_command(type, command, values, nulls))
 		es_check_manage(DatumGetObjectId(values[Anum_es_commands_owner - 1]),
 						es_catalog()->entity_types,
-						psprintf("command \"%s\" of entity type \"%s\"",
-								 text_to_cstring(command), text_to_cstring(type)));
+						psprintf("command %s of entity type %s",
+								 es_quote_name(text_to_cstring(command)),
+								 es_quote_name(text_to_cstring(type))));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_register_command);

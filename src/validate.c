@@ -80,18 +80,40 @@ es_check_payload(bool isnull)
 				 errhint("Use '{}' or 'null'::jsonb for an event without data.")));
 }
 
-/* Append s to buf in double quotes, doubling each double quote in it */
+/*
+ * Append s to buf in double quotes, doubling each double quote in it and
+ * writing control characters as \xNN, so that a name can neither be
+ * confused with another nor forge lines of a message.
+ */
 static void
 es_append_quoted(StringInfo buf, const char *s)
 {
 	appendStringInfoChar(buf, '"');
 	for (; *s; s++)
 	{
-		if (*s == '"')
+		unsigned char c = (unsigned char) *s;
+
+		if (c < 0x20 || c == 0x7f)
+		{
+			appendStringInfo(buf, "\\x%02x", c);
+			continue;
+		}
+		if (c == '"')
 			appendStringInfoChar(buf, '"');
-		appendStringInfoChar(buf, *s);
+		appendStringInfoChar(buf, c);
 	}
 	appendStringInfoChar(buf, '"');
+}
+
+/* A name for messages, quoted as es_append_quoted does */
+char *
+es_quote_name(const char *s)
+{
+	StringInfoData buf;
+
+	initStringInfo(&buf);
+	es_append_quoted(&buf, s);
+	return buf.data;
 }
 
 /*

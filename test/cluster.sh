@@ -10,10 +10,11 @@
 ES_PGBIN=${ES_PGBIN:-$(pg_config --bindir 2>/dev/null || true)}
 export ES_PGBIN
 
-# Run a command as the cluster's owner.
+# Run a command as the cluster's owner (from /, which it may enter; every
+# path passed is absolute).
 es_as_owner() {
     if [ "$(id -u)" = 0 ]; then
-        runuser -u postgres -- "$@"
+        (cd / && runuser -u postgres -- "$@")
     else
         "$@"
     fi
@@ -24,7 +25,7 @@ es_install_packages() {
     local need=() p
     for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev \
              libprotobuf-dev protobuf-compiler xxd \
-             libprotobuf-c-dev protobuf-c-compiler make gcc; do
+             libprotobuf-c-dev protobuf-c-compiler make gcc perl; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -73,14 +74,17 @@ es_build_install() {
     $sudo make -s -C "$1" install ${ES_DESTDIR:+DESTDIR="$ES_DESTDIR"} >/dev/null
 }
 
-# Create and start a cluster in DIR on PORT; extra arguments are config lines.
+# Create and start a cluster in DIR on PORT; extra arguments are config
+# lines.  UTF8 and the C.UTF-8 locale (always there on Debian), whatever the
+# caller's locale is; fails with the server's log when it does not start.
 es_cluster_start() {
     local dir=$1 port=$2
     shift 2
     es_find_pgbin || return 1
     mkdir -p "$dir"
     [ "$(id -u)" = 0 ] && chown postgres: "$dir"
-    es_as_owner "$ES_PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync >/dev/null
+    es_as_owner "$ES_PGBIN/initdb" -D "$dir/data" -U postgres -A trust --no-sync \
+        -E UTF8 --locale=C.UTF-8 >/dev/null || { echo "initdb failed in $dir" >&2; return 1; }
     {
         echo "listen_addresses = ''"
         echo "unix_socket_directories = '$dir'"
@@ -89,8 +93,12 @@ es_cluster_start() {
         echo "max_connections = 50"
         echo "max_prepared_transactions = 2"
         for line in "$@"; do echo "$line"; done
-    } | es_as_owner tee -a "$dir/data/postgresql.conf" >/dev/null
-    es_as_owner "$ES_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null
+    } | es_as_owner tee -a "$dir/data/postgresql.conf" >/dev/null || return 1
+    if ! es_as_owner "$ES_PGBIN/pg_ctl" -D "$dir/data" -l "$dir/server.log" -w start >/dev/null; then
+        echo "the server in $dir did not start; its log:" >&2
+        tail -20 "$dir/server.log" >&2
+        return 1
+    fi
 }
 
 # Stop the cluster in DIR (quietly, if it is running).

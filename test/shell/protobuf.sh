@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 7 (test/run fails when a different number of checks ran)
+# checks: 8 (test/run fails when a different number of checks ran)
 # Round trips of the protobuf wire format through protoc (Debian's
 # protobuf-compiler): batches made by protoc --encode are appended with
 # append_pb, and events_by_type_pb / read_all_pb / load_snapshot_pb output
@@ -74,3 +74,17 @@ check "load_snapshot_pb decodes as eventsourced.Snapshot" \
 state: "\001\002"'
 snap=$(printf 'seq_no: 7\nstate: "abc"\n' | encode Snapshot)
 check "Snapshot is wire-compatible: seq_no = 1 (varint), state = 2 (bytes)" "$snap" "08071203616263"
+
+# The protobuf functions need a UTF8 database: in a SQL_ASCII one (which
+# stores any byte) each is refused with 0A000 instead of emitting invalid UTF-8.
+asc=es_protobuf_ascii
+dropdb --if-exists $asc >/dev/null 2>&1
+createdb -E SQL_ASCII --locale=C -T template0 $asc && psql -X -q -d $asc -c "CREATE EXTENSION eventsourced" >/dev/null
+refused=0
+for call in "eventsourced.append_pb('\\x0a00'::bytea, NULL)" "eventsourced.events_by_type_pb('doc', 0, 10)" \
+            "eventsourced.read_all_pb(0, 10)" "eventsourced.load_snapshot_pb('doc', 'd1')" \
+            "eventsourced.protobuf_to_jsonb('\\x'::bytea, 'x.Y')"; do
+    psql -X -q -t -A -d $asc -v VERBOSITY=sqlstate -c "SELECT $call" 2>&1 | grep -q '^ERROR:  0A000$' && refused=$((refused + 1))
+done
+dropdb --if-exists $asc >/dev/null 2>&1
+check "the five protobuf functions refuse a SQL_ASCII database (0A000)" "$refused" "5"
