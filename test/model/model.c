@@ -748,7 +748,10 @@ op_feed(Client *c)
 			long		pos = atol(PQgetvalue(r, i, 0));
 
 			if (pos <= c->feed_pos)
+			{
 				fail(c, "feed position %ld after %ld", pos, c->feed_pos);
+				continue;		/* not progress: the final read-to-the-end stops */
+			}
 			c->feed_pos = pos;
 			if (c->nseen == c->capseen)
 			{
