@@ -177,13 +177,14 @@ extern int	es_notify_flush(void);
 /* projection.c */
 extern void es_projection_init(void);
 extern void es_projection_worker_setup(void);
-extern void es_projection_mark_failed(text *name, const char *message);
+extern bool es_projection_mark_failed(text *name, const char *message);
 extern char *es_projection_fail_refused(text *name);
 /* What a projection run did, for the worker */
 typedef struct EsRunStatus
 {
 	bool		progressed;		/* the checkpoint moved */
 	bool		checking;		/* an error now is the registration's (owner, EXECUTE, handler) */
+	bool		checked;		/* the registration passed its checks */
 } EsRunStatus;
 
 extern int32 es_run_projection(text *name, int32 max_events, bool nowait,

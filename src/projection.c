@@ -591,6 +591,8 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 	if (outcome == NULL)
 		outcome = &ignored;
 	outcome->progressed = false;
+	outcome->checking = false;
+	outcome->checked = false;
 	if (!es_lock_projection(name, nowait))
 		return -1;
 	if (!es_read_projection(name, &p))
@@ -606,6 +608,7 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 	outcome->checking = true;
 	es_check_run(&p);
 	outcome->checking = false;
+	outcome->checked = true;
 	if (p.failed)
 		return 0;
 	if (run_in_progress)
@@ -843,13 +846,13 @@ es_projection_fail_refused(text *name)
 	return refusal;
 }
 
-/* Mark a projection failed, with a message (the worker, when it cannot run it) */
-void
+/* Mark a running projection failed, with a message; whether it was running */
+bool
 es_projection_mark_failed(text *name, const char *message)
 {
 	Datum		values[2] = {PointerGetDatum(name), CStringGetTextDatum(message)};
 
-	(void) es_exec_as_owner(es_catalog()->projection_state, &fail_projection, values, NULL);
+	return es_exec_as_owner(es_catalog()->projection_state, &fail_projection, values, NULL) > 0;
 }
 
 /* GUCs of projections */

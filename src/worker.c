@@ -217,8 +217,7 @@ es_worker_transaction(EsWorkerWork work, const char *name, const char *message)
 static const char *
 es_worker_mark_stopped(const char *name, const char *message)
 {
-	es_projection_mark_failed(cstring_to_text(name), message);
-	return message;
+	return es_projection_mark_failed(cstring_to_text(name), message) ? message : NULL;
 }
 
 /* Mark a projection failed if its registration still fails its checks */
@@ -349,6 +348,27 @@ es_worker_run_batch(const char *name, EsRunStatus *outcome)
 
 static bool relist = true;		/* list the running projections again */
 
+/* Forget the refusals of projections no longer running (dropped, failed) */
+static void
+es_worker_forget_refusals(List *running)
+{
+	ListCell   *lc;
+
+	foreach(lc, refusals)
+	{
+		EsRefusal  *r = lfirst(lc);
+		ListCell   *n;
+		bool		found = false;
+
+		foreach(n, running)
+			found |= (strcmp((const char *) lfirst(n), r->name) == 0);
+		if (found)
+			continue;
+		refusals = foreach_delete_current(refusals, lc);
+		pfree(r);
+	}
+}
+
 /* The running projections, listed again at most once per naptime */
 static List *
 es_worker_running(void)
@@ -367,6 +387,7 @@ es_worker_running(void)
 	names = NIL;
 	relist = true;
 	names = es_worker_projection_names(cxt);
+	es_worker_forget_refusals(names);
 	relist = false;
 	listed_at = now;
 	return names;
@@ -425,10 +446,11 @@ es_worker_note_refusal(const char *name, bool refused)
 static bool
 es_worker_try_batch(const char *name)
 {
-	bool		refused = false;
+	volatile bool refused = false;
 
 	batch_status.progressed = false;
 	batch_status.checking = false;
+	batch_status.checked = false;
 	PG_TRY();
 	{
 		es_worker_run_batch(name, &batch_status);
@@ -446,7 +468,9 @@ es_worker_try_batch(const char *name)
 	PG_END_TRY();
 	if (my_slot != NULL)
 		my_slot->running[0] = '\0';	/* the batch ended, however */
-	es_worker_note_refusal(name, refused);
+	/* a run that did not get to the checks (its lock was busy) says nothing */
+	if (refused || batch_status.checked)
+		es_worker_note_refusal(name, refused);
 	return batch_status.progressed;
 }
 
@@ -506,8 +530,11 @@ es_worker_sleep(void)
 static void
 es_worker_as_superuser(void)
 {
-	SetSessionAuthorization(BOOTSTRAP_SUPERUSERID, true);
-	SetCurrentRoleId(InvalidOid, true);
+	StartTransactionCommand();
+	SetConfigOption("session_authorization", GetUserNameFromId(BOOTSTRAP_SUPERUSERID, false),
+					PGC_SUSET, PGC_S_OVERRIDE);
+	SetConfigOption("role", "none", PGC_SUSET, PGC_S_OVERRIDE);
+	CommitTransactionCommand();
 	if (GetUserId() != BOOTSTRAP_SUPERUSERID)
 		elog(FATAL, "eventsourced worker could not run as the bootstrap superuser");
 }
