@@ -178,6 +178,7 @@ extern int	es_notify_flush(void);
 extern void es_projection_init(void);
 extern void es_projection_worker_setup(void);
 extern bool es_projection_mark_failed(text *name, const char *message);
+extern bool es_projection_refused(int sqlerrcode);
 extern char *es_projection_fail_refused(text *name);
 /* What a projection run did, for the worker */
 typedef struct EsRunStatus
@@ -187,7 +188,7 @@ typedef struct EsRunStatus
 	bool		checked;		/* the registration passed its checks */
 } EsRunStatus;
 
-extern int32 es_run_projection(text *name, int32 max_events, bool nowait,
+extern int32 es_run_projection(text *name, int32 max_events, bool background,
 								TimestampTz deadline, EsRunStatus *outcome);
 
 /* protobuf.c */

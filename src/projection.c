@@ -577,11 +577,13 @@ es_projection_run_once(EsProjectionRun *run)
  * transaction, stopping early once deadline (if not 0) has passed.
  * Returns the number applied and fills *outcome (if given): whether the
  * checkpoint moved, and, while its registration is checked, that an error
- * would be the registration's; with nowait, -1 when another run holds the
- * projection and 0 when it no longer exists.
+ * would be the registration's.  For the background worker (background):
+ * -1 when another run holds the projection (it does not wait), 0 when it no
+ * longer exists, and no check that the caller may manage it (the worker
+ * runs every projection).
  */
 int32
-es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadline,
+es_run_projection(text *name, int32 max_events, bool background, TimestampTz deadline,
 				  EsRunStatus *outcome)
 {
 	EsProjection p;
@@ -593,16 +595,15 @@ es_run_projection(text *name, int32 max_events, bool nowait, TimestampTz deadlin
 	outcome->progressed = false;
 	outcome->checking = false;
 	outcome->checked = false;
-	if (!es_lock_projection(name, nowait))
+	if (!es_lock_projection(name, background))
 		return -1;
 	if (!es_read_projection(name, &p))
 	{
-		if (nowait)
+		if (background)
 			return 0;
 		es_report_no_projection(name);
 	}
-	/* the caller must be allowed to run it (the background worker may) */
-	if (!nowait)
+	if (!background)
 		es_check_manage(p.owner, es_catalog()->projection_state,
 						psprintf("projection \"%s\"", text_to_cstring(name)));
 	outcome->checking = true;
@@ -784,6 +785,18 @@ static EsStatement fail_projection = {
 };
 
 /*
+ * Whether an error of a projection's registration checks says the
+ * projection cannot run as registered (a syntax or access rule violation,
+ * class 42: handler gone, changed hands, no EXECUTE or SELECT), rather
+ * than something passing (a cancel, a lock timeout).
+ */
+bool
+es_projection_refused(int sqlerrcode)
+{
+	return ERRCODE_TO_CATEGORY(sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION;
+}
+
+/*
  * The error a projection's registration raises in its checks, if it still
  * does (a syntax or access rule violation, class 42), in the caller's
  * memory context; NULL when the checks pass now or fail otherwise.  The
@@ -811,7 +824,7 @@ es_projection_refusal(EsProjection *p)
 		edata = CopyErrorData();
 		FlushErrorState();
 		RollbackAndReleaseCurrentSubTransaction();
-		if (ERRCODE_TO_CATEGORY(edata->sqlerrcode) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION)
+		if (es_projection_refused(edata->sqlerrcode))
 			refusal = psprintf("%s (SQLSTATE %s)", edata->message, unpack_sql_state(edata->sqlerrcode));
 		FreeErrorData(edata);
 	}
@@ -832,16 +845,11 @@ es_projection_fail_refused(text *name)
 {
 	EsProjection p;
 	char	   *refusal;
-	Datum		values[2];
 
 	if (!es_lock_projection(name, true) || !es_read_projection(name, &p) || p.failed)
 		return NULL;
 	refusal = es_projection_refusal(&p);
-	if (refusal == NULL)
-		return NULL;
-	values[0] = PointerGetDatum(name);
-	values[1] = CStringGetTextDatum(refusal);
-	if (es_exec_as_owner(es_catalog()->projection_state, &fail_projection, values, NULL) == 0)
+	if (refusal == NULL || !es_projection_mark_failed(name, refusal))
 		return NULL;
 	return refusal;
 }

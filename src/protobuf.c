@@ -52,7 +52,7 @@ typedef struct EsPbBudget
 
 /*
  * protobuf-c allocations in the current memory context, charged to the
- * budget in ctx (if any); NULL when too large or over budget.
+ * budget in ctx; NULL when too large or over budget.
  */
 static void *
 es_pb_alloc(void *ctx, size_t size)
@@ -62,19 +62,14 @@ es_pb_alloc(void *ctx, size_t size)
 
 	if (size == 0)
 		return NULL;
-	if (budget != NULL)
+	if (size > budget->left || !AllocSizeIsValid(size))
 	{
-		if (size > budget->left || !AllocSizeIsValid(size))
-		{
-			budget->exhausted = true;
-			return NULL;
-		}
-		budget->left -= size;
-	}
-	if (!AllocSizeIsValid(size))
+		budget->exhausted = true;
 		return NULL;
+	}
+	budget->left -= size;
 	p = MemoryContextAllocExtended(CurrentMemoryContext, size, MCXT_ALLOC_NO_OOM);
-	if (p == NULL && budget != NULL)
+	if (p == NULL)
 		budget->out_of_memory = true;
 	return p;
 }
@@ -206,10 +201,11 @@ es_pb_event(const Eventsourced__Event *in, EsEvent *ev)
 	ev->has_metadata = (in->metadata.len > 0);
 	ev->metadata = ev->has_metadata ? es_pb_json(in->metadata, "metadata") : (Datum) 0;
 	ev->event_id = NULL;
-	if (in->event_id[0] != '\0' && !pg_verifymbstr(in->event_id, strlen(in->event_id), true))
+	if (in->event_id[0] == '\0')
+		return;
+	if (!pg_verifymbstr(in->event_id, strlen(in->event_id), true))
 		es_pb_malformed("EventBatch", "event_id is not valid in the database encoding.");
-	if (in->event_id[0] != '\0')
-		ev->event_id = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(in->event_id)));
+	ev->event_id = DatumGetUUIDP(DirectFunctionCall1(uuid_in, CStringGetDatum(in->event_id)));
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_append_pb);
@@ -255,8 +251,6 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 	if (batch == NULL)
 		es_pb_malformed("EventBatch", "protobuf-c could not decode it.");
 
-	entity.type = es_pb_name(batch->events[0]->entity_type, "entity_type", ES_MAX_TYPE_LEN);
-	entity.id = es_pb_name(batch->events[0]->entity_id, "entity_id", ES_MAX_ID_LEN);
 	events = palloc(sizeof(EsEvent) * batch->n_events);
 	for (size_t i = 0; i < batch->n_events; i++)
 	{
@@ -264,8 +258,10 @@ eventsourced_append_pb(PG_FUNCTION_ARGS)
 		EsEntity	other = {es_pb_name(batch->events[i]->entity_type, "entity_type", ES_MAX_TYPE_LEN),
 		es_pb_name(batch->events[i]->entity_id, "entity_id", ES_MAX_ID_LEN)};
 
-		if (strcmp(batch->events[i]->entity_type, batch->events[0]->entity_type) != 0 ||
-			strcmp(batch->events[i]->entity_id, batch->events[0]->entity_id) != 0)
+		if (i == 0)
+			entity = other;
+		else if (strcmp(batch->events[i]->entity_type, batch->events[0]->entity_type) != 0 ||
+				 strcmp(batch->events[i]->entity_id, batch->events[0]->entity_id) != 0)
 			ereport(ERROR,
 					(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 					 errmsg("all events of an EventBatch to append must belong to one entity"),

@@ -448,17 +448,14 @@ es_worker_try_batch(const char *name)
 {
 	volatile bool refused = false;
 
-	batch_status.progressed = false;
-	batch_status.checking = false;
-	batch_status.checked = false;
+	batch_status = (EsRunStatus) {0};	/* also if the batch fails before its run */
 	PG_TRY();
 	{
 		es_worker_run_batch(name, &batch_status);
 	}
 	PG_CATCH();
 	{
-		refused = batch_status.checking &&
-			ERRCODE_TO_CATEGORY(geterrcode()) == ERRCODE_SYNTAX_ERROR_OR_ACCESS_RULE_VIOLATION;
+		refused = batch_status.checking && es_projection_refused(geterrcode());
 		EmitErrorReport();
 		AbortCurrentTransaction();
 		FlushErrorState();
