@@ -1,0 +1,76 @@
+/*-------------------------------------------------------------------------
+ *
+ * subject.c
+ *		Names as NATS subject tokens, and numbers in PostgreSQL's binary
+ *		format.
+ *
+ * The escaping rule (docs/nats.md): every byte that is printable ASCII
+ * (0x21 to 0x7e) other than '.', '*', '>' and '%' stands for itself; every
+ * other byte (space, control characters, bytes >= 0x7f, and those four)
+ * becomes '%' followed by two upper-case hex digits.  The rule is
+ * reversible (replace each %XX by its byte) and never yields an empty
+ * token: the store's names are never empty.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay.h"
+
+/* Whether a byte of a name may stand for itself in a subject token. */
+static bool
+plain_byte(unsigned char c)
+{
+	return c > 0x20 && c < 0x7f && c != '.' && c != '*' && c != '>' && c != '%';
+}
+
+/* Escapes len bytes of a name into a new NUL-terminated subject token. */
+char *
+escape_token(const char *value, int len)
+{
+	static const char hex[] = "0123456789ABCDEF";
+	char	   *token = malloc(3 * (size_t) len + 1);
+	char	   *out = token;
+
+	if (token == NULL)
+		return NULL;
+	for (int i = 0; i < len; i++)
+	{
+		unsigned char c = (unsigned char) value[i];
+
+		if (plain_byte(c))
+			*out++ = (char) c;
+		else
+		{
+			*out++ = '%';
+			*out++ = hex[c >> 4];
+			*out++ = hex[c & 0xF];
+		}
+	}
+	*out = '\0';
+	return token;
+}
+
+/* Whether a name given on the command line can be used as it is (stream, prefix). */
+bool
+valid_name_token(const char *name)
+{
+	if (name == NULL || name[0] == '\0')
+		return false;
+	for (const char *c = name; *c; c++)
+		if (!plain_byte((unsigned char) *c) || *c == '/' || *c == '\\')
+			return false;
+	return true;
+}
+
+/* Reads a big-endian 64-bit integer (PostgreSQL's binary int8). */
+int64_t
+read_int64(const char *bytes)
+{
+	uint64_t	v = 0;
+
+	for (int i = 0; i < 8; i++)
+		v = (v << 8) | (unsigned char) bytes[i];
+	return (int64_t) v;
+}

@@ -1,0 +1,91 @@
+/*-------------------------------------------------------------------------
+ *
+ * consumer.c
+ *		An independent JetStream reader for the tests of eventsourced-nats:
+ *		prints every message of a stream, one line each, so that a test
+ *		can compare the stream with the store.  It shares no code with the
+ *		relay.
+ *
+ * Usage: consumer NATS_URL STREAM
+ * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
+ * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
+ * Eventsourced-Event-Id, Eventsourced-Metadata ("-" when absent), TAB the
+ * payload in hex.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+
+#include <nats/nats.h>
+
+static const char *const headers[] = {
+	"Nats-Msg-Id", "Eventsourced-Position", "Eventsourced-Seq-No",
+	"Eventsourced-Event-Type", "Eventsourced-Event-Id", "Eventsourced-Metadata"
+};
+
+/* Prints one message as a line. */
+static void
+print_message(uint64_t seq, natsMsg *msg)
+{
+	const unsigned char *data = (const unsigned char *) natsMsg_GetData(msg);
+	int			len = natsMsg_GetDataLength(msg);
+
+	printf("%" PRIu64 "\t%s", seq, natsMsg_GetSubject(msg));
+	for (size_t i = 0; i < sizeof(headers) / sizeof(headers[0]); i++)
+	{
+		const char *value = NULL;
+
+		if (natsMsgHeader_Get(msg, headers[i], &value) != NATS_OK)
+			value = "-";
+		printf("\t%s", value);
+	}
+	putchar('\t');
+	for (int i = 0; i < len; i++)
+		printf("%02x", data[i]);
+	putchar('\n');
+}
+
+int
+main(int argc, char **argv)
+{
+	natsConnection *nc = NULL;
+	jsCtx	   *js = NULL;
+	jsStreamInfo *si = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+
+	if (argc != 3)
+	{
+		fprintf(stderr, "usage: consumer NATS_URL STREAM\n");
+		return 2;
+	}
+	s = natsConnection_ConnectTo(&nc, argv[1]);
+	if (s == NATS_OK)
+		s = natsConnection_JetStream(&js, nc, NULL);
+	if (s == NATS_OK)
+		s = js_GetStreamInfo(&si, js, argv[2], NULL, &jerr);
+	for (uint64_t seq = si ? si->State.FirstSeq : 1;
+		 s == NATS_OK && si && seq <= si->State.LastSeq; seq++)
+	{
+		natsMsg    *msg = NULL;
+
+		s = js_GetMsg(&msg, js, argv[2], seq, NULL, &jerr);
+		if (s == NATS_NOT_FOUND)
+		{
+			printf("%" PRIu64 "\tdeleted\n", seq);
+			s = NATS_OK;
+			continue;
+		}
+		if (s == NATS_OK)
+			print_message(seq, msg);
+		natsMsg_Destroy(msg);
+	}
+	if (s != NATS_OK)
+		fprintf(stderr, "consumer: %s\n", natsStatus_GetText(s));
+	jsStreamInfo_Destroy(si);
+	jsCtx_Destroy(js);
+	natsConnection_Destroy(nc);
+	return s == NATS_OK ? 0 : 1;
+}

@@ -1,0 +1,209 @@
+#!/usr/bin/env bash
+# checks: 13 (test/run fails when a different number of checks ran)
+# eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
+# Starts its own cluster (port PGPORT + 22, so that it can restart it) and
+# its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
+# 13520, temporary store directory).  Writers append concurrently (several
+# types, batches, append_binary, append_pb, a type and ids that are not
+# valid subject tokens) while the relay is killed with kill -9 twice,
+# nats-server is restarted once and the database once; then an independent
+# reader (test/nats/consumer.c, no code shared with the relay) must find
+# every committed event exactly once, in feed order, with the store's
+# payloads and headers.  Also: nats-server down at start, one relay per
+# name, a changed --types refused, a foreign stream refused, an event
+# larger than max_payload.  Uses PGPORT and the server binaries of ES_PGBIN.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/test/cluster.sh"
+relay_bin=$root/nats/eventsourced-nats
+work=$(mktemp -d /tmp/es_nats.XXXXXX)
+chmod 755 "$work"
+pgport=$((PGPORT + 22))
+nport=${ES_NATS_TEST_PORT:-$((PGPORT - 13520))}
+nurl=nats://127.0.0.1:$nport
+db=es_nats
+src="host=$work/pg port=$pgport user=postgres dbname=$db"
+relay_pid=
+nats_pid=
+
+cleanup() {
+    local pid
+    for pid in $(jobs -p); do kill -9 "$pid" 2>/dev/null; done   # ours, still running
+    wait 2>/dev/null
+    es_cluster_stop "$work/pg"
+    rm -rf "$work"
+}
+trap cleanup EXIT
+
+q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -h "$work/pg" -p $pgport -U postgres -d $db -c "$1"; }
+check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
+    if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
+}
+# Shows a log's lines on "# " lines.
+show() { sed 's/^/# /' "$1" | tail -n "${2:-20}"; }
+
+nats_start() {
+    nats-server -a 127.0.0.1 -p "$nport" -js -sd "$work/js" >>"$work/nats.log" 2>&1 &
+    nats_pid=$!
+    for _ in $(seq 50); do
+        grep -q "Server is ready" "$work/nats.log" 2>/dev/null && return 0
+        sleep 0.1
+    done
+    return 1
+}
+nats_stop() {   # kill -9: it may lose what it acknowledged but had not written
+    [ -n "$nats_pid" ] && kill -9 "$nats_pid" 2>/dev/null && wait "$nats_pid" 2>/dev/null
+    nats_pid=
+    : >"$work/nats.log"
+}
+# relay_start LOG [options]: the relay in the background.
+relay_start() {
+    local log=$1
+    shift
+    "$relay_bin" --source "$src" --nats "$nurl" --poll-ms 200 --batch 100 "$@" >>"$log" 2>&1 &
+    relay_pid=$!
+}
+relay_kill9() { kill -9 "$relay_pid" 2>/dev/null; wait "$relay_pid" 2>/dev/null; }
+# Waits (at most 60 s) until checkpoint NAME reaches the feed's last position.
+wait_caught_up() {
+    for _ in $(seq 600); do
+        [ "$(q "SELECT (SELECT position FROM eventsourced_nats.relays WHERE name = '$1')
+                    >= (SELECT coalesce(max(position), 0) FROM eventsourced.events)")" = t ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+
+make -s -C "$root/nats" >/dev/null || { echo "not ok - the relay builds"; exit 1; }
+gcc -O2 -o "$work/consumer" "$root/test/nats/consumer.c" -lnats ||
+    { echo "not ok - the consumer builds"; exit 1; }
+es_cluster_start "$work/pg" $pgport "shared_preload_libraries = 'eventsourced'" || exit 1
+createdb -h "$work/pg" -p $pgport -U postgres $db
+q "CREATE EXTENSION eventsourced" >/dev/null
+# A one-event EventBatch of a binary event (all lengths below 128).
+q "CREATE FUNCTION pb_batch(id text, p bytea) RETURNS bytea LANGUAGE sql AS \$\$
+     SELECT '\\x0a'::bytea || set_byte('\\x00'::bytea, 0, length(ev)) || ev
+       FROM (SELECT '\\x1202'::bytea || 'pb'::bytea || '\\x1a'::bytea
+                    || set_byte('\\x00'::bytea, 0, length(convert_to(id, 'UTF8')))
+                    || convert_to(id, 'UTF8') || '\\x2a01'::bytea || 'P'::bytea
+                    || '\\x32'::bytea || set_byte('\\x00'::bytea, 0, length(p)) || p
+                    || '\\x3801'::bytea AS ev) s \$\$" >/dev/null
+
+"$relay_bin" --source "$src" --stream 'a.b' >"$work/usage.log" 2>&1
+check "a stream name that is not a subject token is refused" "$?:$(grep -c 'must be 1 to 255' "$work/usage.log")" "2:1"
+
+# nats-server down at start: the relay says so and retries with backoff.
+relay_start "$work/relay.log" --name main
+sleep 1.5
+check "with nats-server down the relay says so and retries with backoff" \
+    "$(grep -c "cannot connect to nats-server at $nurl" "$work/relay.log" | awk '$1 >= 2 {print "yes"}'):$(grep -c 'retrying in 200 ms' "$work/relay.log")" "yes:1"
+nats_start || { echo "not ok - nats-server starts"; show "$work/nats.log"; exit 1; }
+
+# Writers: each psql call appends a round of events, committed one by one.
+writer() {
+    local w=$1 i=0
+    while [ ! -e "$work/stop" ]; do
+        i=$((i + 1))
+        psql -X -q -h "$work/pg" -p $pgport -U postgres -d $db >/dev/null 2>&1 <<SQL
+SELECT eventsourced.append('cart', 'c$w-' || ($i % 7), NULL, 'ItemAdded', jsonb_build_object('w', $w, 'i', $i));
+SELECT eventsourced.append('order', 'o$w.' || ($i % 5), NULL, ARRAY[
+    eventsourced.event('Placed', '{"n": 1}', jsonb_build_object('by', 'w$w'), gen_random_uuid()),
+    eventsourced.event('Paid', jsonb_build_object('i', $i)),
+    eventsourced.event('Sh ipped*', '"x"')]);
+SELECT eventsourced.append('odd type.*>', 'x y $w' || ($i % 3), NULL, 'E', '[1, "é"]');
+SELECT eventsourced.append_binary('bin', 'b$w', NULL, 'Chunk', ('\\x00ff0d0a' || lpad(to_hex($i), 8, '0'))::bytea);
+SELECT eventsourced.append_pb(pb_batch('p$w-' || ($i % 4), ('\\x' || lpad(to_hex($i), 8, '0'))::bytea), NULL);
+SQL
+    done
+}
+for w in 1 2 3; do writer $w & done
+wpids=$(jobs -p | grep -v -x -e "$relay_pid" -e "$nats_pid")
+
+sleep 1.5
+relay_kill9
+relay_start "$work/relay.log" --name main
+sleep 1.5
+nats_stop
+sleep 0.5
+nats_start || echo "# nats-server did not start again"
+sleep 1.5
+relay_kill9
+relay_start "$work/relay.log" --name main
+sleep 1.5
+es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/pg/data" -m fast -w restart >/dev/null
+sleep 1.5
+touch "$work/stop"
+for pid in $wpids; do wait "$pid"; done
+
+# A second relay of the same name waits for the first.
+relay_first=$relay_pid
+relay_start "$work/second.log" --name main
+sleep 1
+check "a second relay of the same name does not run" \
+    "$(grep -c 'another relay named "main" is running' "$work/second.log" | awk '$1 >= 1 {print "yes"}')" "yes"
+relay_kill9
+relay_pid=$relay_first
+
+if ! wait_caught_up main; then
+    echo "# the relay did not catch up; its log:"
+    show "$work/relay.log" 40
+fi
+kill "$relay_pid"
+wait "$relay_pid"
+check "the relay stops cleanly on SIGTERM" "$?" "0"
+check "the relay reported the restarts it went through" \
+    "$(grep -c 'reconnected to nats-server' "$work/relay.log" | awk '$1 >= 1 {print "nats"}'):$(grep -c 'no usable connection to the event store' "$work/relay.log" | awk '$1 >= 1 {print "pg"}')" "nats:pg"
+
+# A crash between JetStream's ack and the checkpoint's update leaves the
+# checkpoint behind the stream: the relay goes on from the stream's last
+# message instead of publishing again (the duplicate window is not relied on).
+q "UPDATE eventsourced_nats.relays SET position = position - 150 WHERE name = 'main'"
+"$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/behind.log" 2>&1
+check "a checkpoint behind the stream is reconciled with the stream's last message" \
+    "$?:$(grep -c 'holds events up to position [0-9]*, checkpoint "main" was' "$work/behind.log")" "0:1"
+
+# The stream as an independent reader sees it, and the store's events as
+# the documented rule makes them (subject tokens escaped).
+"$work/consumer" "$nurl" events | cut -f2- >"$work/stream.txt"
+q "CREATE FUNCTION esc(t text) RETURNS text LANGUAGE sql AS \$\$
+     SELECT string_agg(CASE WHEN b BETWEEN 33 AND 126 AND b NOT IN (37, 42, 46, 62) THEN chr(b)
+                       ELSE '%' || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i)
+       FROM (SELECT i, get_byte(convert_to(t, 'UTF8'), i) AS b
+               FROM generate_series(0, octet_length(t) - 1) i) s \$\$" >/dev/null
+q "COPY (SELECT 'events.' || esc(entity_type) || '.' || esc(entity_id),
+                s.system_identifier || '-' || d.oid || '-' || position, position, seq_no,
+                esc(event_type), coalesce(event_id::text, '-'), coalesce(metadata::text, '-'),
+                encode(coalesce(payload_bytes, convert_to(payload::text, 'UTF8')), 'hex')
+           FROM eventsourced.events, pg_control_system() s, pg_database d
+          WHERE d.datname = current_database() ORDER BY position)
+     TO STDOUT" >"$work/store.txt"
+events=$(wc -l <"$work/store.txt")
+echo "# $events events committed, $(wc -l <"$work/stream.txt") messages in the stream"
+check "the stream holds every committed event exactly once, in feed order, with the store's payloads and headers" \
+    "$(cmp -s "$work/store.txt" "$work/stream.txt" && [ "$events" -gt 100 ] && echo same)" "same"
+diff "$work/store.txt" "$work/stream.txt" | head -5 | sed 's/^/# /'
+check "per subject the messages come in seq_no order" \
+    "$(awk -F'\t' '{ if (($1 in last) && $4 != last[$1] + 1) bad++; last[$1] = $4 } END { print bad + 0 }' "$work/stream.txt")" "0"
+check "a type and ids that are not subject tokens are escaped" \
+    "$(grep -c '^events\.odd%20type%2E%2A%3E\.x%20y%20' "$work/stream.txt" | awk '$1 > 0 {print "yes"}'):$(grep -c $'\tSh%20ipped%2A\t' "$work/stream.txt" | awk '$1 > 0 {print "yes"}')" "yes:yes"
+
+# Another --types under the same name is refused; another relay name on
+# the same stream finds a last message that is not its own.
+"$relay_bin" --source "$src" --nats "$nurl" --name main --types cart --exit-when-idle >"$work/types.log" 2>&1
+check "another --types under the same name is refused" \
+    "$?:$(grep -c 'use another --name' "$work/types.log")" "1:1"
+"$relay_bin" --source "$src" --nats "$nurl" --name other --exit-when-idle >"$work/other.log" 2>&1
+check "a stream written by another relay is refused" \
+    "$?:$(grep -c 'was not published by relay "other"' "$work/other.log")" "1:1"
+
+# An event larger than max_payload (1 MB by default) stops the relay with
+# an error naming its position; the events before it are published.
+q "SELECT eventsourced.append('cart', 'big-before', 0, 'Small', '{}')" >/dev/null
+q "SELECT eventsourced.append_binary('bin', 'big', 0, 'Huge', decode(repeat('ab', 1100000), 'hex'))" >/dev/null
+big=$(q "SELECT max(position) FROM eventsourced.events")
+"$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/big.log" 2>&1
+check "an event larger than max_payload stops the relay, naming its position" \
+    "$?:$(grep -c "the event at position $big takes" "$work/big.log"):$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'main'")" \
+    "1:1:$((big - 1))"
+echo "# what the relay said about failures and reconciliation:"
+grep -E 'refused a message|no acknowledgement|holds events up to|publishing failed' "$work/relay.log" | sort | uniq -c | sed 's/^/# /'
