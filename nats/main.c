@@ -94,17 +94,28 @@ reconcile(Relay *r)
 	return store_save_checkpoint(r, held) ? OUTCOME_OK : OUTCOME_RETRY;
 }
 
-/* Connects what is not connected and reconciles; false to back off and retry. */
+/*
+ * Connects what is not connected (NATS first, so that commands are served
+ * even by a relay that waits for its name's lock) and reconciles.
+ */
 static Outcome
 prepare(Relay *r)
 {
+	static bool serving = false;
+
+	if (r->stream.conn == NULL && !stream_connect(r))
+		return OUTCOME_RETRY;
+	if (r->opt.commands && !serving)
+	{
+		if (!commands_start(r))
+			return OUTCOME_FATAL;
+		serving = true;
+	}
 	if (r->store.conn == NULL && !store_connect(r))
 	{
 		store_close(&r->store);
 		return OUTCOME_RETRY;
 	}
-	if (r->stream.conn == NULL && !stream_connect(r))
-		return OUTCOME_RETRY;
 	return reconcile(r);
 }
 
@@ -160,8 +171,9 @@ run(Relay *r)
 				ready = false;
 				if (r->store.conn && PQstatus(r->store.conn) != CONNECTION_OK)
 					store_close(&r->store);
-				back_off(r->store.conn == NULL ? "no usable connection to the event store" :
-						 "nats-server is not reachable or refused", ++failures);
+				back_off(r->stream.conn == NULL ? "nats-server is not reachable" :
+						 r->store.conn == NULL ? "no usable connection to the event store" :
+						 "nats-server did not take a publish", ++failures);
 				break;
 		}
 	}
@@ -179,6 +191,8 @@ main(int argc, char **argv)
 	r.stream.relay_token = escape_token(r.opt.name, (int) strlen(r.opt.name));
 	install_signal_handlers();
 	status = run(&r);
+	if (r.opt.commands)
+		commands_stop();
 	store_close(&r.store);
 	stream_close(&r.stream);
 	nats_Close();

@@ -28,6 +28,7 @@ usage(FILE *out)
 			"  --types T1,T2          only these entity types (default all)\n"
 			"  --commands             serve commands over NATS request/reply\n"
 			"  --commands-prefix P    command subjects P.<type>.<id>.<command> (default %s)\n"
+			"  --commands-source C    connection for commands (default --source)\n"
 			"  --command-workers N    concurrent command connections (default %d)\n"
 			"  --snapshots            mirror snapshots to NATS KV (not available yet)\n"
 			"  --creds FILE           NATS user credentials file (JWT and NKey seed)\n"
@@ -142,6 +143,7 @@ apply_option(Options *opt, int code, const char *arg)
 		case 'T': opt->types_text = arg; return true;
 		case 'c': opt->commands = true; return true;
 		case 'P': opt->commands_prefix = arg; return true;
+		case 'D': opt->commands_source = arg; return true;
 		case 'W':
 			return parse_number("command-workers", arg, 1, MAX_COMMAND_WORKERS,
 								&opt->command_workers);
@@ -197,6 +199,7 @@ parse_options(int argc, char **argv, Options *opt)
 		{"types", required_argument, NULL, 'T'},
 		{"commands", no_argument, NULL, 'c'},
 		{"commands-prefix", required_argument, NULL, 'P'},
+		{"commands-source", required_argument, NULL, 'D'},
 		{"command-workers", required_argument, NULL, 'W'},
 		{"snapshots", no_argument, NULL, 'k'},
 		{"creds", required_argument, NULL, 'C'},
@@ -231,6 +234,8 @@ parse_options(int argc, char **argv, Options *opt)
 	if (optind < argc || opt->source == NULL)
 		bad_usage("--source is required, and nothing else but options");
 	check_names(opt);
+	if (opt->commands_source == NULL)
+		opt->commands_source = opt->source;
 	if (opt->types_text)
 		split_types(opt);
 }

@@ -81,6 +81,7 @@ typedef struct Options
 	bool		tls;
 	bool		commands;
 	const char *commands_prefix;
+	const char *commands_source;	/* conninfo for commands, default source */
 	long		command_workers;
 	bool		snapshots;
 	long		batch;

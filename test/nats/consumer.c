@@ -7,6 +7,7 @@
  *		relay.
  *
  * Usage: consumer NATS_URL STREAM
+ *        consumer NATS_URL --request SUBJECT BODY   (prints the reply)
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
  * Eventsourced-Event-Id, Eventsourced-Metadata ("-" when absent), TAB the
@@ -17,6 +18,7 @@
 #include <inttypes.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 
 #include <nats/nats.h>
 
@@ -47,6 +49,23 @@ print_message(uint64_t seq, natsMsg *msg)
 	putchar('\n');
 }
 
+/* Sends one request and prints its reply (10 s at most). */
+static int
+request(natsConnection *nc, const char *subject, const char *body)
+{
+	natsMsg    *reply = NULL;
+	natsStatus	s = natsConnection_RequestString(&reply, nc, subject, body, 10000);
+
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, "consumer: request failed: %s\n", natsStatus_GetText(s));
+		return 1;
+	}
+	printf("%.*s\n", natsMsg_GetDataLength(reply), natsMsg_GetData(reply));
+	natsMsg_Destroy(reply);
+	return 0;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -56,9 +75,18 @@ main(int argc, char **argv)
 	jsErrCode	jerr = 0;
 	natsStatus	s;
 
+	if (argc == 5 && strcmp(argv[2], "--request") == 0)
+	{
+		int			rc = 1;
+
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
+			rc = request(nc, argv[3], argv[4]);
+		natsConnection_Destroy(nc);
+		return rc;
+	}
 	if (argc != 3)
 	{
-		fprintf(stderr, "usage: consumer NATS_URL STREAM\n");
+		fprintf(stderr, "usage: consumer NATS_URL STREAM | NATS_URL --request SUBJECT BODY\n");
 		return 2;
 	}
 	s = natsConnection_ConnectTo(&nc, argv[1]);

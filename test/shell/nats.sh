@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 13 (test/run fails when a different number of checks ran)
+# checks: 17 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -195,6 +195,41 @@ check "another --types under the same name is refused" \
 "$relay_bin" --source "$src" --nats "$nurl" --name other --exit-when-idle >"$work/other.log" 2>&1
 check "a stream written by another relay is refused" \
     "$?:$(grep -c 'was not published by relay "other"' "$work/other.log")" "1:1"
+
+# Commands over NATS: the same results as through SQL, error replies with
+# the SQLSTATE, and a malformed request does not stop the serving.
+q "CREATE FUNCTION acct_fold(state jsonb, event_type text, payload jsonb) RETURNS jsonb
+     LANGUAGE plpgsql AS \$\$ BEGIN
+       RETURN jsonb_build_object('balance', coalesce((state->>'balance')::int, 0) + (payload->>'n')::int);
+     END \$\$;
+   CREATE FUNCTION acct_deposit(entity_id text, state jsonb, args jsonb) RETURNS eventsourced.decision
+     LANGUAGE plpgsql AS \$\$ BEGIN
+       IF (args->>'n')::int > 100 THEN RETURN eventsourced.reject('{\"error\": \"TooMuch\"}'); END IF;
+       IF (args->>'n')::int < 0 THEN RAISE EXCEPTION 'negative deposit' USING ERRCODE = '22003'; END IF;
+       RETURN eventsourced.emit('Deposited', jsonb_build_object('n', (args->>'n')::int), '{\"ok\": true}');
+     END \$\$;
+   SELECT eventsourced.register_entity('acct', 'acct_fold(jsonb,text,jsonb)', '{}');
+   SELECT eventsourced.register_command('acct', 'Deposit', 'acct_deposit(text,jsonb,jsonb)')" >/dev/null
+relay_start "$work/commands.log" --name main --commands --command-workers 2
+req() { "$work/consumer" "$nurl" --request "$1" "$2" 2>&1; }
+sql_cmd() { psql -X -q -t -A -v VERBOSITY=sqlstate -h "$work/pg" -p $pgport -U postgres -d $db \
+                 -c "SELECT row_to_json(r) FROM eventsourced.handle_command('acct', 'a sql', '$1', '$2') r" 2>&1; }
+for _ in $(seq 50); do grep -q 'serving commands' "$work/commands.log" && break; sleep 0.1; done
+nats_side="$(req 'commands.acct.a%20nats.Deposit' '{"n": 5}') $(req 'commands.acct.a%20nats.Deposit' '{"n": 500}')"
+sql_side="$(sql_cmd Deposit '{"n": 5}') $(sql_cmd Deposit '{"n": 500}')"
+check "accepted and rejected commands over NATS get the results handle_command gives through SQL" \
+    "$nats_side" "$sql_side"
+echo "# $nats_side"
+check "a failing and an unknown command get error replies with the SQLSTATE SQL gives" \
+    "$(req 'commands.acct.a%20nats.Deposit' '{"n": -1}' | grep -o '"sqlstate": "[0-9A-Z]*"') $(req 'commands.acct.a%20nats.Withdraw' '{}' | grep -o '"sqlstate": "[0-9A-Z]*"')" \
+    "\"sqlstate\": \"$(sql_cmd Deposit '{"n": -1}' | sed -n 's/^ERROR: *//p')\" \"sqlstate\": \"$(sql_cmd Withdraw '{}' | sed -n 's/^ERROR: *//p')\""
+check "a malformed body gets an error reply, and the relay keeps serving" \
+    "$(req 'commands.acct.a%20nats.Deposit' '{not json' | grep -o '"sqlstate": "22P02"'):$(req 'commands.acct.a%20nats.Deposit' '{"n": 1}' | grep -o '"accepted" *: *true')" \
+    '"sqlstate": "22P02":"accepted":true'
+check "a subject without entity type, id and command, or with a bad escape, gets an error reply" \
+    "$(req 'commands.acct.only' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
+kill "$relay_pid"
+wait "$relay_pid"
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.

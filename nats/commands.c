@@ -1,0 +1,279 @@
+/*-------------------------------------------------------------------------
+ *
+ * commands.c
+ *		Commands over NATS request/reply: --commands.
+ *
+ * Each of --command-workers workers holds its own PostgreSQL connection
+ * and a queue subscription to <prefix>.> (queue group
+ * "eventsourced-commands", so that several relays share the requests);
+ * libnats delivers each subscription's messages on a thread of its own,
+ * so a worker's connection is only ever used by that thread.  A request on
+ * <prefix>.<entity_type>.<entity_id>.<command> (tokens escaped as the
+ * stream's subjects are) with a JSON body of arguments becomes one call of
+ * eventsourced.handle_command; the reply is its result as JSON, or
+ * {"error": {"sqlstate": ..., "message": ...}}.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay.h"
+
+#define COMMANDS_QUEUE_GROUP	"eventsourced-commands"
+#define COMMAND_SQL \
+	"SELECT pg_catalog.row_to_json(r)::text" \
+	" FROM eventsourced.handle_command($1, $2, $3, $4::jsonb) r"
+/* SQLSTATEs of the requests the relay refuses itself. */
+#define SQLSTATE_BAD_SUBJECT	"22023"
+#define SQLSTATE_NO_CONNECTION	"08006"
+#define SQLSTATE_BAD_BODY		"22P02"
+#define SQLSTATE_TOO_BIG		"54000"
+
+typedef struct Worker
+{
+	const Relay *relay;
+	PGconn	   *conn;
+	natsSubscription *sub;
+} Worker;
+
+static Worker *workers;
+static int	nworkers;
+
+/* Appends a JSON string literal of text to buf (malloc'ed, grown as needed). */
+static void
+append_json_string(char **buf, size_t *len, const char *text)
+{
+	size_t		need = *len + 6 * strlen(text) + 3;
+	char	   *out;
+
+	*buf = realloc(*buf, need + 1);
+	out = *buf + *len;
+	*out++ = '"';
+	for (const unsigned char *c = (const unsigned char *) text; *c; c++)
+	{
+		if (*c == '"' || *c == '\\')
+		{
+			*out++ = '\\';
+			*out++ = (char) *c;
+		}
+		else if (*c < 0x20)
+			out += sprintf(out, "\\u%04x", *c);
+		else
+			*out++ = (char) *c;
+	}
+	*out++ = '"';
+	*out = '\0';
+	*len = out - *buf;
+}
+
+/* Builds the error reply {"error": {"sqlstate": ..., "message": ...}}. */
+static char *
+error_reply(const char *sqlstate, const char *message)
+{
+	char	   *buf = strdup("{\"error\": {\"sqlstate\": ");
+	size_t		len = strlen(buf);
+	size_t		mlen = strlen(message);
+	char	   *trimmed = strndup(message, mlen);
+
+	while (mlen > 0 && (trimmed[mlen - 1] == '\n' || trimmed[mlen - 1] == ' '))
+		trimmed[--mlen] = '\0';
+	append_json_string(&buf, &len, sqlstate);
+	buf = realloc(buf, len + 16);
+	len += sprintf(buf + len, ", \"message\": ");
+	append_json_string(&buf, &len, trimmed);
+	buf = realloc(buf, len + 4);
+	strcpy(buf + len, "}}");
+	free(trimmed);
+	return buf;
+}
+
+/* Value of one hex digit, -1 if it is none. */
+static int
+hex_value(char c)
+{
+	if (c >= '0' && c <= '9')
+		return c - '0';
+	if (c >= 'A' && c <= 'F')
+		return c - 'A' + 10;
+	if (c >= 'a' && c <= 'f')
+		return c - 'a' + 10;
+	return -1;
+}
+
+/* Undoes escape_token in place for len bytes; false on a malformed %XX or a NUL. */
+static bool
+unescape_token(char *token, size_t len)
+{
+	char	   *out = token;
+
+	for (size_t i = 0; i < len; i++)
+	{
+		int			hi, lo;
+
+		if (token[i] != '%')
+		{
+			*out++ = token[i];
+			continue;
+		}
+		if (i + 2 >= len)
+			return false;
+		hi = hex_value(token[i + 1]);
+		lo = hex_value(token[i + 2]);
+		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+			return false;
+		*out++ = (char) (hi * 16 + lo);
+		i += 2;
+	}
+	*out = '\0';
+	return out > token;
+}
+
+/*
+ * Splits a request subject into entity type, entity id and command
+ * (unescaped, in the copy *parts); false if it does not have that form.
+ */
+static bool
+split_subject(const char *subject, const char *prefix, char **copy, char *parts[3])
+{
+	size_t		plen = strlen(prefix);
+	char	   *p;
+
+	*copy = NULL;
+	if (strncmp(subject, prefix, plen) != 0 || subject[plen] != '.')
+		return false;
+	*copy = strdup(subject + plen + 1);
+	p = *copy;
+	for (int i = 0; i < 3; i++)
+	{
+		char	   *dot = strchr(p, '.');
+
+		if ((dot == NULL) != (i == 2))
+			return false;
+		if (dot)
+			*dot = '\0';
+		parts[i] = p;
+		if (!unescape_token(p, strlen(p)))
+			return false;
+		p = dot ? dot + 1 : NULL;
+	}
+	return true;
+}
+
+/* Makes sure the worker's connection is usable, reconnecting once if not. */
+static bool
+worker_connected(Worker *w)
+{
+	if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+		return true;
+	PQfinish(w->conn);
+	w->conn = store_open(w->relay->opt.commands_source, w->relay->opt.name);
+	return w->conn != NULL;
+}
+
+/* Runs one command; returns the reply (malloc'ed). */
+static char *
+run_command_request(Worker *w, char *parts[3], const char *args)
+{
+	const char *params[] = {parts[0], parts[1], parts[2], args};
+	PGresult   *res;
+	char	   *reply;
+
+	if (!worker_connected(w))
+		return error_reply(SQLSTATE_NO_CONNECTION, "the relay has no connection to the event store");
+	res = PQexecParams(w->conn, COMMAND_SQL, 4, NULL, params, NULL, NULL, 0);
+	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
+		reply = strdup(PQgetvalue(res, 0, 0));
+	else
+	{
+		const char *state = PQresultErrorField(res, PG_DIAG_SQLSTATE);
+		const char *message = PQresultErrorField(res, PG_DIAG_MESSAGE_PRIMARY);
+
+		reply = error_reply(state ? state : SQLSTATE_NO_CONNECTION,
+							message ? message : PQerrorMessage(w->conn));
+	}
+	PQclear(res);
+	return reply;
+}
+
+/* Serves one request (on the subscription's libnats thread). */
+static void
+on_command(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
+{
+	Worker	   *w = closure;
+	const char *reply_to = natsMsg_GetReply(msg);
+	int			len = natsMsg_GetDataLength(msg);
+	char	   *copy;
+	char	   *parts[3];
+	char	   *args = NULL;
+	char	   *reply;
+
+	(void) sub;
+	if (!split_subject(natsMsg_GetSubject(msg), w->relay->opt.commands_prefix, &copy, parts))
+		reply = error_reply(SQLSTATE_BAD_SUBJECT, "a command's subject is"
+							" <prefix>.<entity_type>.<entity_id>.<command>, each escaped");
+	else if (memchr(natsMsg_GetData(msg), '\0', len) != NULL)
+		reply = error_reply(SQLSTATE_BAD_BODY, "a command's body is JSON text, without NUL bytes");
+	else
+	{
+		args = len > 0 ? strndup(natsMsg_GetData(msg), len) : strdup("{}");
+		reply = run_command_request(w, parts, args);
+	}
+	if ((int64_t) strlen(reply) > w->relay->stream.max_payload)
+	{
+		free(reply);
+		reply = error_reply(SQLSTATE_TOO_BIG, "the command's result is larger than nats-server's max_payload");
+	}
+	if (reply_to)
+		natsConnection_PublishString(nc, reply_to, reply);
+	verbose(w->relay, "command %s: %.200s", natsMsg_GetSubject(msg), reply);
+	free(reply);
+	free(args);
+	free(copy);
+	natsMsg_Destroy(msg);
+}
+
+/* Opens the workers' connections and subscriptions. */
+bool
+commands_start(Relay *r)
+{
+	char		subject[MAX_STREAM_NAME + 3];
+
+	snprintf(subject, sizeof(subject), "%s.>", r->opt.commands_prefix);
+	nworkers = (int) r->opt.command_workers;
+	workers = calloc(nworkers, sizeof(Worker));
+	for (int i = 0; i < nworkers; i++)
+	{
+		natsStatus	s;
+
+		workers[i].relay = r;
+		worker_connected(&workers[i]);	/* a failure is retried per request */
+		s = natsConnection_QueueSubscribe(&workers[i].sub, r->stream.conn, subject,
+										  COMMANDS_QUEUE_GROUP, on_command, &workers[i]);
+		if (s != NATS_OK)
+		{
+			fprintf(stderr, PROGRAM_NAME ": cannot subscribe to %s: %s\n", subject,
+					natsStatus_GetText(s));
+			return false;
+		}
+	}
+	fprintf(stderr, PROGRAM_NAME ": serving commands on %s (%d workers)\n", subject, nworkers);
+	return true;
+}
+
+/* Ends the subscriptions, then closes the workers' connections. */
+void
+commands_stop(void)
+{
+	for (int i = 0; i < nworkers; i++)
+	{
+		natsSubscription_Unsubscribe(workers[i].sub);
+		natsSubscription_Destroy(workers[i].sub);
+	}
+	for (int i = 0; i < nworkers; i++)
+		PQfinish(workers[i].conn);
+	free(workers);
+	workers = NULL;
+	nworkers = 0;
+}
