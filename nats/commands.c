@@ -40,6 +40,7 @@ typedef struct Worker
 
 static Worker *workers;
 static int	nworkers;
+static natsConnection *commands_conn;	/* sends replies at once */
 
 /* Appends a JSON string literal of text to buf (malloc'ed, grown as needed). */
 static void
@@ -241,6 +242,9 @@ commands_start(Relay *r)
 	char		subject[MAX_STREAM_NAME + 3];
 
 	snprintf(subject, sizeof(subject), "%s.>", r->opt.commands_prefix);
+	commands_conn = stream_open_connection(r, true);
+	if (commands_conn == NULL)
+		return false;
 	nworkers = (int) r->opt.command_workers;
 	workers = calloc(nworkers, sizeof(Worker));
 	for (int i = 0; i < nworkers; i++)
@@ -249,7 +253,7 @@ commands_start(Relay *r)
 
 		workers[i].relay = r;
 		worker_connected(&workers[i]);	/* a failure is retried per request */
-		s = natsConnection_QueueSubscribe(&workers[i].sub, r->stream.conn, subject,
+		s = natsConnection_QueueSubscribe(&workers[i].sub, commands_conn, subject,
 										  COMMANDS_QUEUE_GROUP, on_command, &workers[i]);
 		if (s != NATS_OK)
 		{
@@ -276,4 +280,6 @@ commands_stop(void)
 	free(workers);
 	workers = NULL;
 	nworkers = 0;
+	natsConnection_Destroy(commands_conn);
+	commands_conn = NULL;
 }

@@ -85,13 +85,17 @@ reconcile(Relay *r)
 	Outcome		outcome = stream_reconcile(r);
 	int64_t		held = r->stream.resume_after;
 
+	r->read_after = r->store.checkpoint;
 	if (outcome != OUTCOME_OK || held < 0 || held == r->store.checkpoint)
 		return outcome;
 	fprintf(stderr, PROGRAM_NAME ": stream \"%s\" holds events up to position %lld,"
 			" checkpoint \"%s\" was %lld: going on from %lld\n", r->opt.stream,
 			(long long) held, r->opt.name, (long long) r->store.checkpoint,
 			(long long) held);
-	return store_save_checkpoint(r, held) ? OUTCOME_OK : OUTCOME_RETRY;
+	if (!store_save_checkpoint(r, held))
+		return OUTCOME_RETRY;
+	r->read_after = held;
+	return OUTCOME_OK;
 }
 
 /*
@@ -132,6 +136,8 @@ step(Relay *r)
 	rows = PQntuples(page);
 	if (rows > 0)
 		outcome = publish_page(r, page);
+	else if (r->stream.nmarks > 0)
+		outcome = publish_flush(r);
 	PQclear(page);
 	if (outcome != OUTCOME_OK)
 		return outcome;
@@ -177,6 +183,8 @@ run(Relay *r)
 				break;
 		}
 	}
+	if (ready)
+		publish_flush(r);
 	return EXIT_SUCCESS;
 }
 

@@ -30,7 +30,7 @@ usage(FILE *out)
 			"  --commands-prefix P    command subjects P.<type>.<id>.<command> (default %s)\n"
 			"  --commands-source C    connection for commands (default --source)\n"
 			"  --command-workers N    concurrent command connections (default %d)\n"
-			"  --snapshots            mirror snapshots to NATS KV (not available yet)\n"
+			"  --snapshots            mirror snapshots to NATS KV (not implemented yet)\n"
 			"  --creds FILE           NATS user credentials file (JWT and NKey seed)\n"
 			"  --nkey-seed FILE       NATS NKey seed file\n"
 			"  --tls                  require TLS\n"

@@ -5,15 +5,16 @@
  *
  * Each event becomes a message on <stream>.<entity_type>.<entity_id>
  * (escaped, see subject.c) with the event's bytes as payload and headers
- * that identify it.  Publishes are asynchronous and pipelined, each
- * expecting the stream sequence of the one before (ExpectLastSeq): if one
- * fails, all later ones fail too, so a subject's messages can never
- * overtake each other.  The checkpoint moves to the page's end only once
- * every publish of the page was acknowledged.
+ * that identify it.  Publishes are asynchronous and pipelined across
+ * pages, each expecting the stream sequence of the one before
+ * (ExpectLastSeq): if one fails, all later ones fail too, so a subject's
+ * messages can never overtake each other.  The checkpoint moves to a
+ * page's end only once every publish of the page was acknowledged.
  *
  *-------------------------------------------------------------------------
  */
 #include <inttypes.h>
+#include <stdatomic.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -38,7 +39,9 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 	Stream	   *s = closure;
 
 	(void) js;
-	if ((pae != NULL || pa == NULL || pa->Duplicate) && !s->failed)
+	if (pae == NULL && pa != NULL && !pa->Duplicate)
+		atomic_fetch_add(&s->acked, 1);
+	else if (!s->failed)
 	{
 		const char *position = NULL;
 
@@ -288,30 +291,64 @@ wait_for_acks(Relay *r)
 	return true;
 }
 
-/* Waits for the acks and moves the checkpoint to the position given. */
-static Outcome
-finish(Relay *r, int64_t upto)
+/* Notes that the acks of everything sent so far complete the feed up to end. */
+static void
+push_mark(Relay *r, int64_t end)
 {
-	if (!wait_for_acks(r))
+	Stream	   *st = &r->stream;
+
+	st->marks[(st->first_mark + st->nmarks) % MAX_PAGE_MARKS].sent = st->sent;
+	st->marks[(st->first_mark + st->nmarks) % MAX_PAGE_MARKS].end = end;
+	st->nmarks++;
+}
+
+/*
+ * Moves the checkpoint as far as the acks received so far allow: to the
+ * end of the newest page whose messages were all acknowledged.  Counting
+ * suffices: a positive ack means the stream stored every message before
+ * it too (each publish expects its predecessor's sequence), and any
+ * failure stops the counting.  With drain (caught up, or a stop), waits
+ * for every ack first.
+ */
+static Outcome
+settle(Relay *r, bool drain)
+{
+	Stream	   *st = &r->stream;
+	uint64_t	acked;
+	int64_t		end = -1;
+
+	if (drain && !wait_for_acks(r))
 		return OUTCOME_RETRY;
-	if (upto > r->store.checkpoint && !store_save_checkpoint(r, upto))
+	if (st->failed)
+	{
+		wait_for_acks(r);
+		return OUTCOME_RETRY;
+	}
+	acked = atomic_load(&st->acked);
+	while (st->nmarks > 0 && st->marks[st->first_mark].sent <= acked)
+	{
+		end = st->marks[st->first_mark].end;
+		st->first_mark = (st->first_mark + 1) % MAX_PAGE_MARKS;
+		st->nmarks--;
+	}
+	if (end > r->store.checkpoint && !store_save_checkpoint(r, end))
 		return OUTCOME_RETRY;
 	return OUTCOME_OK;
 }
 
 /*
- * Publishes the page's events the relay follows, then moves the checkpoint
- * to the page's last position once all were acknowledged.  An event too
- * big for the server stops the relay after everything before it.
+ * Publishes the page's events the relay follows, without waiting for the
+ * acks of this page or earlier ones (JetStream keeps working while the
+ * next page is read), and moves the checkpoint as far as the acks allow.
+ * A short page (caught up) waits for every ack.  An event too big for the
+ * server stops the relay after everything before it.
  */
 Outcome
 publish_page(Relay *r, const PGresult *page)
 {
 	int			rows = PQntuples(page);
 	int64_t		done = r->store.checkpoint;
-	int			sent = 0;
 
-	r->stream.failed = 0;
 	for (int row = 0; row < rows; row++)
 	{
 		int64_t		position = read_int64(PQgetvalue(page, row, COL_POSITION));
@@ -322,16 +359,27 @@ publish_page(Relay *r, const PGresult *page)
 		{
 			msg = build_message(r, page, row, position, &too_big);
 			if (msg == NULL)
-				return finish(r, done) == OUTCOME_OK ? OUTCOME_FATAL : OUTCOME_RETRY;
+			{
+				push_mark(r, done);
+				return settle(r, true) == OUTCOME_OK ? OUTCOME_FATAL : OUTCOME_RETRY;
+			}
 			if (!publish_message(r, msg))
 			{
 				wait_for_acks(r);
 				return OUTCOME_RETRY;
 			}
-			sent++;
+			r->stream.sent++;
 		}
 		done = position;
 	}
-	r->published += sent;
-	return finish(r, done);
+	push_mark(r, done);
+	r->read_after = done;
+	return settle(r, rows < r->opt.batch || r->stream.nmarks == MAX_PAGE_MARKS);
+}
+
+/* Waits for every ack and moves the checkpoint (caught up, or stopping). */
+Outcome
+publish_flush(Relay *r)
+{
+	return settle(r, true);
 }

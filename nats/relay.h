@@ -19,6 +19,7 @@
 #define ES_NATS_RELAY_H
 
 #include <signal.h>
+#include <stdatomic.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -99,6 +100,16 @@ typedef struct Store
 	int64_t		checkpoint;		/* last position acknowledged */
 } Store;
 
+/* How many published pages may wait for their acks (see publish.c). */
+#define MAX_PAGE_MARKS			64
+
+/* A published page: once sent messages are acked, the feed is done up to end. */
+typedef struct PageMark
+{
+	uint64_t	sent;
+	int64_t		end;
+} PageMark;
+
 /* The NATS side: the connection, the JetStream context, the publish chain. */
 typedef struct Stream
 {
@@ -108,9 +119,15 @@ typedef struct Stream
 	uint64_t	last_seq;		/* stream sequence the next publish follows */
 	int64_t		resume_after;	/* position the stream's last message holds, -1: none */
 	char	   *relay_token;	/* --name, escaped: the Eventsourced-Relay header */
-	/* Written by libnats' ack thread, read after js_PublishAsyncComplete. */
-	volatile sig_atomic_t failed;
-	char		failure[256];
+	/* Pages published and not yet known to be acknowledged (a ring). */
+	PageMark	marks[MAX_PAGE_MARKS];
+	int			first_mark;
+	int			nmarks;
+	uint64_t	sent;			/* messages published since the reconciliation */
+	/* Written by libnats' ack thread. */
+	_Atomic uint64_t acked;		/* positive acks since the reconciliation */
+	_Atomic int failed;
+	char		failure[256];	/* read once failed is seen set */
 } Stream;
 
 typedef struct Relay
@@ -118,8 +135,8 @@ typedef struct Relay
 	Options		opt;
 	Store		store;
 	Stream		stream;
+	int64_t		read_after;		/* position published up to (acked or not) */
 	long		pages;
-	long		published;
 } Relay;
 
 extern volatile sig_atomic_t stop_requested;
@@ -154,11 +171,13 @@ enum
 
 /* stream.c */
 extern bool stream_connect(Relay *r);
+extern natsConnection *stream_open_connection(const Relay *r, bool send_asap);
 extern void stream_close(Stream *s);
 extern Outcome stream_reconcile(Relay *r);
 
 /* publish.c */
 extern Outcome publish_page(Relay *r, const PGresult *page);
+extern Outcome publish_flush(Relay *r);
 
 /* subject.c */
 extern char *escape_token(const char *value, int len);

@@ -243,7 +243,7 @@ store_close(Store *s)
 	s->conn = NULL;
 }
 
-/* Reads the next page of the feed after the checkpoint (binary results). */
+/* Reads the next page of the feed after what was published (binary results). */
 PGresult *
 store_read_page(Relay *r)
 {
@@ -252,7 +252,7 @@ store_read_page(Relay *r)
 	const char *params[] = {after, count};
 	PGresult   *res;
 
-	snprintf(after, sizeof(after), "%lld", (long long) r->store.checkpoint);
+	snprintf(after, sizeof(after), "%lld", (long long) r->read_after);
 	snprintf(count, sizeof(count), "%ld", r->opt.batch);
 	res = store_query(r->store.conn, "reading the feed", PAGE_SQL, 2, params, 1);
 	if (res && PQnfields(res) != PAGE_COLUMNS)

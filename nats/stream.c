@@ -68,9 +68,12 @@ set_security(natsOptions *o, const Options *opt)
 	return s;
 }
 
-/* Builds the connection's options: reconnect forever, say so when it happens. */
+/*
+ * Builds the connection's options: reconnect forever, say so when it
+ * happens; send_asap for request/reply (no wait for the flusher).
+ */
 static natsStatus
-make_options(natsOptions **o, const Options *opt)
+make_options(natsOptions **o, const Options *opt, bool send_asap)
 {
 	natsStatus	s = natsOptions_Create(o);
 
@@ -89,27 +92,39 @@ make_options(natsOptions **o, const Options *opt)
 	if (s == NATS_OK)
 		s = natsOptions_SetReconnectedCB(*o, on_reconnected, NULL);
 	if (s == NATS_OK)
+		s = natsOptions_SetSendAsap(*o, send_asap);
+	if (s == NATS_OK)
 		s = set_security(*o, opt);
 	return s;
+}
+
+/* Opens a connection to NATS with the relay's options; reports a failure. */
+natsConnection *
+stream_open_connection(const Relay *r, bool send_asap)
+{
+	natsOptions *o = NULL;
+	natsConnection *nc = NULL;
+	natsStatus	s = make_options(&o, &r->opt, send_asap);
+
+	if (s == NATS_OK)
+		s = natsConnection_Connect(&nc, o);
+	natsOptions_Destroy(o);
+	if (s != NATS_OK)
+		fprintf(stderr, PROGRAM_NAME ": cannot connect to nats-server at %s: %s\n",
+				r->opt.nats_url, natsStatus_GetText(s));
+	return nc;
 }
 
 /* Connects to NATS and opens the JetStream context with the relay's ack handler. */
 bool
 stream_connect(Relay *r)
 {
-	natsOptions *o = NULL;
 	jsOptions	jo;
-	natsStatus	s = make_options(&o, &r->opt);
+	natsStatus	s;
 
-	if (s == NATS_OK)
-		s = natsConnection_Connect(&r->stream.conn, o);
-	natsOptions_Destroy(o);
-	if (s != NATS_OK)
-	{
-		fprintf(stderr, PROGRAM_NAME ": cannot connect to nats-server at %s: %s\n",
-				r->opt.nats_url, natsStatus_GetText(s));
+	r->stream.conn = stream_open_connection(r, false);
+	if (r->stream.conn == NULL)
 		return false;
-	}
 	jsOptions_Init(&jo);
 	jo.Wait = r->opt.ack_wait_ms;
 	jo.PublishAsync.MaxPending = MAX_PENDING_PUBLISHES;
@@ -258,6 +273,10 @@ stream_reconcile(Relay *r)
 	}
 	r->stream.last_seq = si->State.LastSeq;
 	jsStreamInfo_Destroy(si);
+	r->stream.nmarks = 0;
+	r->stream.sent = 0;
+	atomic_store(&r->stream.acked, 0);
+	atomic_store(&r->stream.failed, 0);
 	if (r->stream.last_seq == 0)
 	{
 		r->stream.resume_after = -1;

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 17 (test/run fails when a different number of checks ran)
+# checks: 16 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
