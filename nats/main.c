@@ -84,10 +84,21 @@ reconcile(Relay *r)
 {
 	Outcome		outcome = stream_reconcile(r);
 	int64_t		held = r->stream.resume_after;
+	int64_t		feed_end;
 
 	r->read_after = r->store.checkpoint;
 	if (outcome != OUTCOME_OK || held < 0 || held == r->store.checkpoint)
 		return outcome;
+	feed_end = store_feed_end(r);
+	if (feed_end < 0)
+		return OUTCOME_RETRY;
+	if (held > feed_end)
+	{
+		fprintf(stderr, PROGRAM_NAME ": stream \"%s\" holds events up to position %lld, but"
+				" the store's feed ends at %lld (was the database restored from a backup?);"
+				" refusing to go on\n", r->opt.stream, (long long) held, (long long) feed_end);
+		return OUTCOME_FATAL;
+	}
 	fprintf(stderr, PROGRAM_NAME ": stream \"%s\" holds events up to position %lld,"
 			" checkpoint \"%s\" was %lld: going on from %lld\n", r->opt.stream,
 			(long long) held, r->opt.name, (long long) r->store.checkpoint,

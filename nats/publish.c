@@ -194,6 +194,15 @@ build_message(const Relay *r, const PGresult *page, int row, int64_t position,
 		free(subject);
 		return NULL;
 	}
+	if (strlen(subject) > MAX_SUBJECT_BYTES)
+	{
+		fprintf(stderr, PROGRAM_NAME ": the subject of the event at position %lld takes %zu bytes,"
+				" more than the %d bytes nats-server's control line leaves; stopping\n",
+				(long long) position, strlen(subject), MAX_SUBJECT_BYTES);
+		free(subject);
+		*too_big = true;
+		return NULL;
+	}
 	snprintf(msg_id, sizeof(msg_id), "%s-%lld", r->store.store_id, (long long) position);
 	s = natsMsg_Create(&msg, subject, NULL, data, len);
 	if (s == NATS_OK)

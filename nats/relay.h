@@ -44,6 +44,12 @@
 #define MAX_TYPES				1024
 /* Longest stream name and commands prefix accepted (JetStream: 255). */
 #define MAX_STREAM_NAME			255
+/*
+ * Longest subject published: nats-server closes a connection whose control
+ * line (HPUB subject, reply inbox, sizes) exceeds max_control_line, 4,096
+ * bytes by default.
+ */
+#define MAX_SUBJECT_BYTES		3800
 
 /* Reconnect backoff: doubles after each failure, up to a ceiling. */
 #define BACKOFF_FIRST_MS		100
@@ -149,6 +155,7 @@ extern bool store_connect(Relay *r);
 extern void store_close(Store *s);
 extern PGresult *store_read_page(Relay *r);
 extern bool store_save_checkpoint(Relay *r, int64_t position);
+extern int64_t store_feed_end(Relay *r);
 extern Outcome store_idle(Relay *r, bool empty_page);
 extern PGconn *store_open(const char *conninfo, const char *name);
 extern PGresult *store_query(PGconn *conn, const char *what, const char *sql,

@@ -27,6 +27,8 @@
 #define SESSION_SQL \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)," \
 	" pg_catalog.set_config('client_min_messages', 'warning', false)"
+#define SCHEMA_MISSING_SQL \
+	"SELECT pg_catalog.to_regnamespace('eventsourced_nats') IS NULL"
 #define CREATE_SCHEMA_SQL "CREATE SCHEMA IF NOT EXISTS eventsourced_nats"
 #define CREATE_SQL \
 	"CREATE TABLE IF NOT EXISTS eventsourced_nats.relays (" \
@@ -51,6 +53,8 @@
 	"SELECT position, stream = $2, types IS NOT DISTINCT FROM $3::text[], stream," \
 	" coalesce(types::text, 'all types')" \
 	" FROM eventsourced_nats.relays WHERE name = $1"
+#define FEED_END_SQL \
+	"SELECT coalesce(pg_catalog.max(position), 0) FROM eventsourced.events"
 #define STORE_ID_SQL \
 	"SELECT s.system_identifier::text || '-' || d.oid::text" \
 	" FROM pg_catalog.pg_control_system() s, pg_catalog.pg_database d" \
@@ -141,15 +145,24 @@ run_command(PGconn *conn, const char *what, const char *sql,
 	return res != NULL;
 }
 
-/* Creates the checkpoint table when missing and refuses one the relay's role does not own. */
+/*
+ * Creates the checkpoint table (and its schema) when missing, and refuses
+ * one the relay's role does not own.  The schema is only created when
+ * missing, so that a role without CREATE on the database can run the
+ * relay in a schema an administrator made for it.
+ */
 static bool
 prepare_table(PGconn *conn)
 {
+	char	   *missing = query_value(conn, "looking for schema eventsourced_nats",
+									  SCHEMA_MISSING_SQL, 0, NULL);
 	char	   *owned;
-	bool		ok;
+	bool		ok = missing != NULL;
 
-	if (!run_command(conn, "creating schema eventsourced_nats", CREATE_SCHEMA_SQL, 0, NULL) ||
-		!run_command(conn, "creating eventsourced_nats.relays", CREATE_SQL, 0, NULL))
+	if (ok && strcmp(missing, "t") == 0)
+		ok = run_command(conn, "creating schema eventsourced_nats", CREATE_SCHEMA_SQL, 0, NULL);
+	free(missing);
+	if (!ok || !run_command(conn, "creating eventsourced_nats.relays", CREATE_SQL, 0, NULL))
 		return false;
 	owned = query_value(conn, "checking eventsourced_nats.relays", OWNED_SQL, 0, NULL);
 	ok = owned && strcmp(owned, "t") == 0;
@@ -322,4 +335,15 @@ store_idle(Relay *r, bool empty_page)
 	if (pfd.fd < 0 || (poll(&pfd, 1, (int) r->opt.poll_ms) < 0 && errno != EINTR))
 		return OUTCOME_RETRY;
 	return OUTCOME_OK;
+}
+
+/* The last position of the feed (0: empty), or -1 on failure. */
+int64_t
+store_feed_end(Relay *r)
+{
+	char	   *end = query_value(r->store.conn, "reading the feed's end", FEED_END_SQL, 0, NULL);
+	int64_t		value = end ? strtoll(end, NULL, 10) : -1;
+
+	free(end);
+	return value;
 }

@@ -8,6 +8,7 @@
  *
  * Usage: consumer NATS_URL STREAM
  *        consumer NATS_URL --request SUBJECT BODY   (prints the reply)
+ *        consumer NATS_URL --publish SUBJECT BODY KEY=VALUE...  (into JetStream)
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
  * Eventsourced-Event-Id, Eventsourced-Metadata ("-" when absent), TAB the
@@ -66,6 +67,37 @@ request(natsConnection *nc, const char *subject, const char *body)
 	return 0;
 }
 
+/* Publishes one message with headers into JetStream and waits for its ack. */
+static int
+publish(natsConnection *nc, int argc, char **argv)
+{
+	jsCtx	   *js = NULL;
+	natsMsg    *msg = NULL;
+	jsPubAck   *pa = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = natsConnection_JetStream(&js, nc, NULL);
+
+	if (s == NATS_OK)
+		s = natsMsg_Create(&msg, argv[0], NULL, argv[1], (int) strlen(argv[1]));
+	for (int i = 2; i < argc && s == NATS_OK; i++)
+	{
+		char	   *eq = strchr(argv[i], '=');
+
+		if (eq == NULL)
+			return 2;
+		*eq = '\0';
+		s = natsMsgHeader_Set(msg, argv[i], eq + 1);
+	}
+	if (s == NATS_OK)
+		s = js_PublishMsg(&pa, js, msg, NULL, &jerr);
+	if (s != NATS_OK)
+		fprintf(stderr, "consumer: publish failed: %s\n", natsStatus_GetText(s));
+	jsPubAck_Destroy(pa);
+	natsMsg_Destroy(msg);
+	jsCtx_Destroy(js);
+	return s == NATS_OK ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -81,6 +113,15 @@ main(int argc, char **argv)
 
 		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
 			rc = request(nc, argv[3], argv[4]);
+		natsConnection_Destroy(nc);
+		return rc;
+	}
+	if (argc >= 5 && strcmp(argv[2], "--publish") == 0)
+	{
+		int			rc = 1;
+
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
+			rc = publish(nc, argc - 3, argv + 3);
 		natsConnection_Destroy(nc);
 		return rc;
 	}

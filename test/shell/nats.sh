@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 16 (test/run fails when a different number of checks ran)
+# checks: 18 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -91,6 +91,9 @@ q "CREATE FUNCTION pb_batch(id text, p bytea) RETURNS bytea LANGUAGE sql AS \$\$
 
 "$relay_bin" --source "$src" --stream 'a.b' >"$work/usage.log" 2>&1
 check "a stream name that is not a subject token is refused" "$?:$(grep -c 'must be 1 to 255' "$work/usage.log")" "2:1"
+
+# The longest entity id (1,024 bytes, all escaped: a 3,086-byte subject).
+q "SELECT eventsourced.append('cart', repeat(' ', 1024), 0, 'Long', '{}')" >/dev/null
 
 # nats-server down at start: the relay says so and retries with backoff.
 relay_start "$work/relay.log" --name main
@@ -240,5 +243,25 @@ big=$(q "SELECT max(position) FROM eventsourced.events")
 check "an event larger than max_payload stops the relay, naming its position" \
     "$?:$(grep -c "the event at position $big takes" "$work/big.log"):$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'main'")" \
     "1:1:$((big - 1))"
+# A subject longer than nats-server's control line allows stops the relay,
+# naming the event's position.
+longtype=$(printf '.%.0s' $(seq 255))
+q "SELECT eventsourced.append('$longtype', repeat(' ', 1024), 0, 'Long', '{}')" >/dev/null
+long=$(q "SELECT max(position) FROM eventsourced.events")
+"$relay_bin" --source "$src" --nats "$nurl" --name long --stream long --types "$longtype" \
+    --exit-when-idle >"$work/long.log" 2>&1
+check "a subject longer than the server's control line stops the relay, naming the position" \
+    "$?:$(grep -c "the subject of the event at position $long takes" "$work/long.log")" "1:1"
+
+# A stream that holds positions the store does not have (a database
+# restored from a backup under a live stream) is refused.
+sysid=$(q "SELECT s.system_identifier || '-' || d.oid FROM pg_control_system() s, pg_database d
+           WHERE d.datname = current_database()")
+"$work/consumer" "$nurl" --publish events.cart.x '{}' "Nats-Msg-Id=$sysid-999999999" \
+    Eventsourced-Relay=main Eventsourced-Position=999999999
+"$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/ahead.log" 2>&1
+check "a stream ahead of the store's feed is refused" \
+    "$?:$(grep -c 'holds events up to position 999999999, but the store' "$work/ahead.log")" "1:1"
+
 echo "# what the relay said about failures and reconciliation:"
 grep -E 'refused a message|no acknowledgement|holds events up to|publishing failed' "$work/relay.log" | sort | uniq -c | sed 's/^/# /'
