@@ -249,7 +249,10 @@ publish_message(Relay *r, natsMsg *msg)
 
 		s = js_PublishMsg(&pa, r->stream.js, msg, &o, &jerr);
 		if (s == NATS_OK && !pa->Duplicate)
+		{
 			r->stream.last_seq = pa->Sequence;
+			atomic_fetch_add(&r->stream.acked, 1);	/* no ack handler for this one */
+		}
 		else if (s == NATS_OK)
 			s = NATS_ERR;
 		jsPubAck_Destroy(pa);

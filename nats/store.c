@@ -27,8 +27,14 @@
 #define SESSION_SQL \
 	"SELECT pg_catalog.set_config('search_path', 'pg_catalog, pg_temp', false)," \
 	" pg_catalog.set_config('client_min_messages', 'warning', false)"
+/* From the catalogs, which every role reads (to_regclass needs USAGE). */
 #define SCHEMA_MISSING_SQL \
-	"SELECT pg_catalog.to_regnamespace('eventsourced_nats') IS NULL"
+	"SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_namespace" \
+	" WHERE nspname = 'eventsourced_nats')"
+#define TABLE_MISSING_SQL \
+	"SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_class c" \
+	" JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace" \
+	" WHERE n.nspname = 'eventsourced_nats' AND c.relname = 'relays')"
 #define CREATE_SCHEMA_SQL "CREATE SCHEMA IF NOT EXISTS eventsourced_nats"
 #define CREATE_SQL \
 	"CREATE TABLE IF NOT EXISTS eventsourced_nats.relays (" \
@@ -145,32 +151,44 @@ run_command(PGconn *conn, const char *what, const char *sql,
 	return res != NULL;
 }
 
+/* Runs a statement when a query says true: creates what is missing. */
+static bool
+create_if(PGconn *conn, const char *what, const char *missing_sql, const char *create_sql)
+{
+	char	   *missing = query_value(conn, what, missing_sql, 0, NULL);
+	bool		ok = missing != NULL;
+
+	if (ok && strcmp(missing, "t") == 0)
+		ok = run_command(conn, what, create_sql, 0, NULL);
+	free(missing);
+	return ok;
+}
+
 /*
  * Creates the checkpoint table (and its schema) when missing, and refuses
- * one the relay's role does not own.  The schema is only created when
+ * (exits) when they belong to another role.  Each is only created when
  * missing, so that a role without CREATE on the database can run the
- * relay in a schema an administrator made for it.
+ * relay in a schema an administrator made for it, and another role's
+ * schema is refused with a clear message rather than a privilege error.
  */
 static bool
 prepare_table(PGconn *conn)
 {
-	char	   *missing = query_value(conn, "looking for schema eventsourced_nats",
-									  SCHEMA_MISSING_SQL, 0, NULL);
 	char	   *owned;
-	bool		ok = missing != NULL;
 
-	if (ok && strcmp(missing, "t") == 0)
-		ok = run_command(conn, "creating schema eventsourced_nats", CREATE_SCHEMA_SQL, 0, NULL);
-	free(missing);
-	if (!ok || !run_command(conn, "creating eventsourced_nats.relays", CREATE_SQL, 0, NULL))
+	if (!create_if(conn, "creating schema eventsourced_nats", SCHEMA_MISSING_SQL,
+				   CREATE_SCHEMA_SQL) ||
+		!create_if(conn, "creating eventsourced_nats.relays", TABLE_MISSING_SQL, CREATE_SQL))
 		return false;
 	owned = query_value(conn, "checking eventsourced_nats.relays", OWNED_SQL, 0, NULL);
-	ok = owned && strcmp(owned, "t") == 0;
-	if (owned && !ok)
+	if (owned && strcmp(owned, "t") != 0)
+	{
 		fprintf(stderr, PROGRAM_NAME ": schema eventsourced_nats and its table relays must"
 				" belong to the role the relay connects as\n");
+		exit(EXIT_FAILURE);
+	}
 	free(owned);
-	return ok;
+	return owned != NULL;
 }
 
 /* Takes the name's lock: a second relay of the same name waits and retries. */

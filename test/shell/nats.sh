@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 18 (test/run fails when a different number of checks ran)
+# checks: 21 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -147,10 +147,8 @@ check "a second relay of the same name does not run" \
 relay_kill9
 relay_pid=$relay_first
 
-if ! wait_caught_up main; then
-    echo "# the relay did not catch up; its log:"
-    show "$work/relay.log" 40
-fi
+wait_caught_up main
+check "the relay catches up: its checkpoint reaches the feed's end" "$?" "0"
 kill "$relay_pid"
 wait "$relay_pid"
 check "the relay stops cleanly on SIGTERM" "$?" "0"
@@ -243,6 +241,28 @@ big=$(q "SELECT max(position) FROM eventsourced.events")
 check "an event larger than max_payload stops the relay, naming its position" \
     "$?:$(grep -c "the event at position $big takes" "$work/big.log"):$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'main'")" \
     "1:1:$((big - 1))"
+# The relay as a role with only the grants docs/nats.md lists, in a schema
+# an administrator made for it; another role finds that schema not its own.
+q "CREATE ROLE es_nats_relay LOGIN; CREATE ROLE es_nats_other LOGIN;
+   GRANT USAGE ON SCHEMA eventsourced TO es_nats_relay, es_nats_other;
+   GRANT SELECT ON eventsourced.events TO es_nats_relay, es_nats_other;
+   GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer) TO es_nats_relay, es_nats_other;
+   ALTER SCHEMA eventsourced_nats RENAME TO eventsourced_nats_super;
+   CREATE SCHEMA eventsourced_nats AUTHORIZATION es_nats_relay" >/dev/null
+lp="host=$work/pg port=$pgport user=es_nats_relay dbname=$db"
+"$relay_bin" --source "$lp" --nats "$nurl" --name lp --stream lp --types cart --exit-when-idle -v >"$work/lp.log" 2>&1
+check "the relay runs with the documented grants and publishes up to the feed's end" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'lp'")" \
+    "0:$(q "SELECT max(position) FROM eventsourced.events")"
+show "$work/lp.log" 8
+timeout 30 "$relay_bin" --source "host=$work/pg port=$pgport user=es_nats_other dbname=$db" \
+    --nats "$nurl" --name lp2 --stream lp --exit-when-idle >"$work/other_role.log" 2>&1
+check "a checkpoint schema of another role is refused" \
+    "$?:$(grep -c 'must belong to the role the relay connects as' "$work/other_role.log")" "1:1"
+show "$work/other_role.log" 6
+q "SET client_min_messages = warning; DROP SCHEMA eventsourced_nats CASCADE; ALTER SCHEMA eventsourced_nats_super RENAME TO eventsourced_nats;
+   DROP OWNED BY es_nats_relay, es_nats_other; DROP ROLE es_nats_relay, es_nats_other" >/dev/null
+
 # A subject longer than nats-server's control line allows stops the relay,
 # naming the event's position.
 longtype=$(printf '.%.0s' $(seq 255))
