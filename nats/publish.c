@@ -238,15 +238,19 @@ publish_message(Relay *r, natsMsg *msg)
 	jsPubOptions o;
 	natsStatus	s;
 
+	/*
+	 * No per-message MaxWait (a timer per message would cost a third of
+	 * the relay's CPU): a missing ack shows at the next drain, whose wait
+	 * is bounded, or as the failure of every later message of the chain.
+	 */
 	jsPubOptions_Init(&o);
-	o.MaxWait = r->opt.ack_wait_ms;
-	o.ExpectStream = r->opt.stream;
 	o.ExpectLastSeq = r->stream.last_seq;
 	if (r->stream.last_seq == 0)
 	{
 		jsPubAck   *pa = NULL;
 		jsErrCode	jerr = 0;
 
+		o.MaxWait = r->opt.ack_wait_ms;
 		s = js_PublishMsg(&pa, r->stream.js, msg, &o, &jerr);
 		if (s == NATS_OK && !pa->Duplicate)
 		{

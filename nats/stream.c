@@ -128,6 +128,7 @@ stream_connect(Relay *r)
 	jsOptions_Init(&jo);
 	jo.Wait = r->opt.ack_wait_ms;
 	jo.PublishAsync.MaxPending = MAX_PENDING_PUBLISHES;
+	jo.PublishAsync.StallWait = r->opt.ack_wait_ms;	/* a full pipeline waits, it does not fail */
 	jo.PublishAsync.AckHandler = on_ack;
 	jo.PublishAsync.AckHandlerClosure = &r->stream;
 	s = natsConnection_JetStream(&r->stream.js, r->stream.conn, &jo);

@@ -107,6 +107,7 @@ main(int argc, char **argv)
 	}
 	jsOptions_Init(&jo);
 	jo.PublishAsync.MaxPending = 16384;
+	jo.PublishAsync.StallWait = 5000;
 	s = natsConnection_ConnectTo(&nc, argv[2]);
 	if (s == NATS_OK)
 		s = natsConnection_JetStream(&js, nc, &jo);
