@@ -22,6 +22,8 @@
 #include "relay.h"
 
 #define COMMANDS_QUEUE_GROUP	"eventsourced-commands"
+/* How long a stop waits for the commands in progress. */
+#define COMMANDS_DRAIN_MS		10000
 #define COMMAND_SQL \
 	"SELECT pg_catalog.row_to_json(r)::text" \
 	" FROM eventsourced.handle_command($1, $2, $3, $4::jsonb) r"
@@ -266,13 +268,16 @@ commands_start(Relay *r)
 	return true;
 }
 
-/* Ends the subscriptions, then closes the workers' connections. */
+/* Ends the subscriptions (letting requests in progress finish), then the connections. */
 void
 commands_stop(void)
 {
 	for (int i = 0; i < nworkers; i++)
+		natsSubscription_Drain(workers[i].sub);
+	/* the callbacks in progress finish before their connections close */
+	for (int i = 0; i < nworkers; i++)
 	{
-		natsSubscription_Unsubscribe(workers[i].sub);
+		natsSubscription_WaitForDrainCompletion(workers[i].sub, COMMANDS_DRAIN_MS);
 		natsSubscription_Destroy(workers[i].sub);
 	}
 	for (int i = 0; i < nworkers; i++)
