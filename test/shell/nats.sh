@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 21 (test/run fails when a different number of checks ran)
+# checks: 23 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -282,6 +282,32 @@ sysid=$(q "SELECT s.system_identifier || '-' || d.oid FROM pg_control_system() s
 "$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/ahead.log" 2>&1
 check "a stream ahead of the store's feed is refused" \
     "$?:$(grep -c 'holds events up to position 999999999, but the store' "$work/ahead.log")" "1:1"
+
+# TLS: nats-server again, with a certificate of a CA made here.  The relay
+# connects with --tls-ca, and refuses the server without it.
+openssl req -x509 -newkey rsa:2048 -nodes -days 2 -subj /CN=es-test-ca -keyout "$work/ca.key" \
+    -out "$work/ca.pem" -addext basicConstraints=critical,CA:TRUE 2>/dev/null &&
+openssl req -newkey rsa:2048 -nodes -subj /CN=127.0.0.1 -keyout "$work/server.key" \
+    -out "$work/server.csr" 2>/dev/null &&
+printf 'subjectAltName=IP:127.0.0.1\n' >"$work/san.ext" &&
+openssl x509 -req -in "$work/server.csr" -CA "$work/ca.pem" -CAkey "$work/ca.key" -CAcreateserial \
+    -days 2 -extfile "$work/san.ext" -out "$work/server.pem" 2>/dev/null ||
+    echo "# openssl could not make the certificates"
+nats_stop
+nats-server -a 127.0.0.1 -p "$nport" -js -sd "$work/js" --tls --tlscert "$work/server.pem" \
+    --tlskey "$work/server.key" >>"$work/nats.log" 2>&1 &
+nats_pid=$!
+for _ in $(seq 50); do grep -q "Server is ready" "$work/nats.log" && break; sleep 0.1; done
+timeout 30 "$relay_bin" --source "$src" --nats "$nurl" --name tls --stream tls --types cart \
+    --tls-ca "$work/ca.pem" --exit-when-idle >"$work/tls.log" 2>&1
+check "the relay publishes over TLS with --tls-ca" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'tls'")" \
+    "0:$(q "SELECT max(position) FROM eventsourced.events")"
+timeout 3 "$relay_bin" --source "$src" --nats "$nurl" --name tls2 --stream tls --tls \
+    --exit-when-idle >"$work/tls2.log" 2>&1
+check "a server whose certificate it cannot verify is refused, and retried" \
+    "$?:$(grep -c 'cannot connect to nats-server' "$work/tls2.log" | awk '$1 >= 1 {print "yes"}')" "124:yes"
+show "$work/tls2.log" 2
 
 echo "# what the relay said about failures and reconciliation:"
 grep -E 'refused a message|no acknowledgement|holds events up to|publishing failed' "$work/relay.log" | sort | uniq -c | sed 's/^/# /'
