@@ -210,6 +210,7 @@ main(int argc, char **argv)
 	r.stream.relay_token = escape_token(r.opt.name, (int) strlen(r.opt.name));
 	install_signal_handlers();
 	status = run(&r);
+	stream_closing();
 	if (r.opt.commands)
 		commands_stop();
 	store_close(&r.store);

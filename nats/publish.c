@@ -29,9 +29,8 @@
 #define HEADER_FIXED_OVERHEAD	80	/* NATS/1.0 line, final CRLF, expected-sequence header */
 
 /*
- * Notes each acknowledgement: any error, timeout or duplicate marks the
- * page failed (later publishes of the chain fail with it).  Runs on a
- * libnats thread.
+ * Counts the positive acknowledgements; any error or duplicate marks the
+ * chain failed (later publishes fail with it).  Runs on a libnats thread.
  */
 void
 on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)

@@ -180,11 +180,14 @@ enum
 extern bool stream_connect(Relay *r);
 extern natsConnection *stream_open_connection(const Relay *r, bool send_asap);
 extern void stream_close(Stream *s);
+extern void stream_closing(void);
 extern Outcome stream_reconcile(Relay *r);
 
 /* publish.c */
 extern Outcome publish_page(Relay *r, const PGresult *page);
 extern Outcome publish_flush(Relay *r);
+extern void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
+				   void *closure);
 
 /* subject.c */
 extern char *escape_token(const char *value, int len);

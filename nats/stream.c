@@ -26,11 +26,15 @@
 /* Asynchronous publishes in flight at most. */
 #define MAX_PENDING_PUBLISHES	16384
 
-extern void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
-				   void *closure);
-
 /* Set once the relay closes its connection on purpose (at exit). */
 static volatile sig_atomic_t closing = 0;
+
+/* Marks the connections' ends from here on as intended: no message for them. */
+void
+stream_closing(void)
+{
+	closing = 1;
+}
 
 /* Says when libnats lost its server; it reconnects by itself. */
 static void
@@ -146,7 +150,7 @@ stream_connect(Relay *r)
 void
 stream_close(Stream *s)
 {
-	closing = 1;
+	stream_closing();
 	jsCtx_Destroy(s->js);
 	natsConnection_Destroy(s->conn);
 	s->js = NULL;
