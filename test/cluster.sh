@@ -25,7 +25,8 @@ es_install_packages() {
     local need=() p
     for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev \
              libprotobuf-dev protobuf-compiler xxd \
-             libprotobuf-c-dev protobuf-c-compiler make gcc perl; do
+             libprotobuf-c-dev protobuf-c-compiler make gcc perl \
+             postgresql-15-plproxy; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then
