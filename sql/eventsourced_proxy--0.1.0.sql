@@ -375,7 +375,8 @@ AS $$
              WHERE NOT EXISTS (SELECT FROM eventsourced.projections p
                                 WHERE p.name OPERATOR(pg_catalog.=) name
                                   AND p.entity_type OPERATOR(pg_catalog.=) entity_type
-                                  AND p.handler OPERATOR(pg_catalog.=) handler::pg_catalog.regprocedure
+                                  AND (p.handler::pg_catalog.regprocedure)::pg_catalog.oid
+                                      OPERATOR(pg_catalog.=) (handler::pg_catalog.regprocedure)::pg_catalog.oid
                                   AND p.error_strategy OPERATOR(pg_catalog.=) error_strategy)) x;
 $$;
 
