@@ -523,10 +523,34 @@ CREATE FUNCTION eventsourced.shard_page(max_count integer, servers integer)
                      OPERATOR(pg_catalog./) servers
                 ELSE max_count END;
 
--- The feed of every server, each server's part in its position order, the
--- servers taking turns; every row carries the token to resume after it.
--- (read_all_shards() below; a PL/pgSQL function cannot name an argument
--- and a result column alike.)
+-- The SQL of one page of the feed over the servers' parts (the query of
+-- the parts function PARTS, whose rows carry "shard" and "position"): each
+-- server's rows in position order, server after server, at most $3 rows,
+-- each with the token after it, from running maxima of each server's
+-- position (the start position where a server has no row yet).  Shards and
+-- positions are integers parsed by feed_start(), so formatting them in is
+-- safe.
+CREATE FUNCTION eventsourced.page_sql(parts text, columns text, shards integer[],
+                                      positions bigint[])
+    RETURNS text
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE
+BEGIN ATOMIC
+    SELECT pg_catalog.format(
+        'SELECT pg_catalog.concat_ws('','', %s) AS token, %s, x.shard
+           FROM %s x
+         WINDOW w AS (ORDER BY x.shard, x.position ROWS UNBOUNDED PRECEDING)
+          ORDER BY x.shard, x.position
+          LIMIT $3',
+        pg_catalog.string_agg(pg_catalog.format(
+            '%s || '':'' || COALESCE(pg_catalog.max(x.position) FILTER (WHERE x.shard = %s) OVER w, %s)',
+            pg_catalog.quote_literal(k::text), k, p), ', ' ORDER BY o),
+        columns, parts)
+      FROM ROWS FROM (pg_catalog.unnest(shards), pg_catalog.unnest(positions)) WITH ORDINALITY AS u(k, p, o);
+END;
+
+-- The feed of every server, with the token to resume after each row
+-- (read_all_shards() below; a PL/pgSQL function cannot name an argument and
+-- a result column alike).
 CREATE FUNCTION eventsourced.read_all_page(after text, page_size integer)
     RETURNS TABLE (token text, "position" bigint, entity_type text, entity_id text,
                    seq_no bigint, event_type text, payload jsonb, metadata jsonb,
@@ -535,32 +559,17 @@ CREATE FUNCTION eventsourced.read_all_page(after text, page_size integer)
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
-    keys integer[];
-    pos bigint[];
-    pairs text[];
-    r record;
-    i integer;
+    start record;
 BEGIN
-    SELECT t.shards, t.positions INTO keys, pos FROM eventsourced.feed_start(read_all_page.after, read_all_page.page_size) t;
-    SELECT array_agg(k || ':' || p) INTO pairs FROM unnest(keys, pos) AS u(k, p);
-    FOR r IN
-        SELECT x.*, row_number() OVER (PARTITION BY x.shard ORDER BY x.position) AS rn
-          FROM eventsourced.read_all_parts(pairs,
-                   eventsourced.shard_page(read_all_page.page_size, cardinality(keys))) x
-         ORDER BY rn, x.shard
-         LIMIT read_all_page.page_size
-    LOOP
-        i := array_position(keys, r.shard);
-        pairs[i] := r.shard || ':' || r.position;
-        token := array_to_string(pairs, ',');
-        "position" := r.position; entity_type := r.entity_type; entity_id := r.entity_id;
-        seq_no := r.seq_no; event_type := r.event_type; payload := r.payload;
-        metadata := r.metadata; event_id := r.event_id; recorded_at := r.recorded_at;
-        payload_bytes := r.payload_bytes; shard := r.shard;
-        RETURN NEXT;
-    END LOOP;
+    SELECT * INTO start FROM eventsourced.feed_start(after, page_size);
+    RETURN QUERY EXECUTE eventsourced.page_sql(
+        'eventsourced.read_all_parts($1, $2)',
+        'x.position, x.entity_type, x.entity_id, x.seq_no, x.event_type, x.payload, x.metadata,
+         x.event_id, x.recorded_at, x.payload_bytes',
+        start.shards, start.positions)
+    USING (SELECT array_agg(k || ':' || p) FROM unnest(start.shards, start.positions) AS u(k, p)),
+          eventsourced.shard_page(page_size, cardinality(start.shards)), page_size;
 END
 $$;
 
@@ -571,33 +580,17 @@ CREATE FUNCTION eventsourced.events_by_type_page(type_name text, after text, pag
     LANGUAGE plpgsql VOLATILE
     SET search_path = pg_catalog, pg_temp
 AS $$
-#variable_conflict use_column
 DECLARE
-    keys integer[];
-    pos bigint[];
-    pairs text[];
-    r record;
-    i integer;
+    start record;
 BEGIN
-    SELECT t.shards, t.positions INTO keys, pos
-      FROM eventsourced.feed_start(events_by_type_page.after, events_by_type_page.page_size) t;
-    SELECT array_agg(k || ':' || p) INTO pairs FROM unnest(keys, pos) AS u(k, p);
-    FOR r IN
-        SELECT x.*, row_number() OVER (PARTITION BY x.shard ORDER BY x.position) AS rn
-          FROM eventsourced.events_by_type_parts(events_by_type_page.type_name, pairs,
-                   eventsourced.shard_page(events_by_type_page.page_size, cardinality(keys))) x
-         ORDER BY rn, x.shard
-         LIMIT events_by_type_page.page_size
-    LOOP
-        i := array_position(keys, r.shard);
-        pairs[i] := r.shard || ':' || r.position;
-        token := array_to_string(pairs, ',');
-        "position" := r.position; entity_id := r.entity_id; seq_no := r.seq_no;
-        event_type := r.event_type; payload := r.payload; metadata := r.metadata;
-        event_id := r.event_id; recorded_at := r.recorded_at;
-        payload_bytes := r.payload_bytes; shard := r.shard;
-        RETURN NEXT;
-    END LOOP;
+    SELECT * INTO start FROM eventsourced.feed_start(after, page_size);
+    RETURN QUERY EXECUTE eventsourced.page_sql(
+        'eventsourced.events_by_type_parts($4, $1, $2)',
+        'x.position, x.entity_id, x.seq_no, x.event_type, x.payload, x.metadata,
+         x.event_id, x.recorded_at, x.payload_bytes',
+        start.shards, start.positions)
+    USING (SELECT array_agg(k || ':' || p) FROM unnest(start.shards, start.positions) AS u(k, p)),
+          eventsourced.shard_page(page_size, cardinality(start.shards)), page_size, type_name;
 END
 $$;
 
@@ -641,6 +634,7 @@ GRANT EXECUTE ON FUNCTION eventsourced.event(text, jsonb, jsonb, uuid),
     eventsourced.feed_start(text, integer),
     eventsourced.token_route(text),
     eventsourced.shard_page(integer, integer),
+    eventsourced.page_sql(text, text, integer[], bigint[]),
     eventsourced.read_all_parts(text[], integer),
     eventsourced.events_by_type_parts(text, text[], integer),
     eventsourced.read_all_page(text, integer),
