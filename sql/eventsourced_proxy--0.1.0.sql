@@ -190,10 +190,14 @@ BEGIN
                 EXIT;
             END IF;
             pos := pos + len::integer;
+        ELSIF tag & 7 = 1 THEN
+            pos := pos + 8;
+        ELSIF tag & 7 = 5 THEN
+            pos := pos + 4;
         ELSE
             RETURN;
         END IF;
-        IF pos IS NULL THEN RETURN; END IF;
+        IF pos IS NULL OR pos > octet_length(batch) THEN RETURN; END IF;
     END LOOP;
     -- its names (the last occurrence wins, as protobuf merges)
     pos := 0;
@@ -519,8 +523,8 @@ CREATE FUNCTION eventsourced.shard_page(max_count integer, servers integer)
     RETURNS integer
     LANGUAGE sql IMMUTABLE PARALLEL SAFE
     RETURN CASE WHEN max_count OPERATOR(pg_catalog.>) 0
-                THEN (max_count OPERATOR(pg_catalog.+) servers OPERATOR(pg_catalog.-) 1)
-                     OPERATOR(pg_catalog./) servers
+                THEN ((max_count::bigint OPERATOR(pg_catalog.+) servers OPERATOR(pg_catalog.-) 1)
+                      OPERATOR(pg_catalog./) servers)::integer
                 ELSE max_count END;
 
 -- The SQL of one page of the feed over the servers' parts (the query of
