@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 25 (test/run fails when a different number of checks ran)
+# checks: 28 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -72,6 +72,23 @@ actual=$( { q "${shard[0]}" "SELECT substr(entity_id, 2) || '@0' FROM eventsourc
 check "each entity is stored on the shard of its partition (both shards used)" \
       "$actual|$(echo "$actual" | grep -c '@0').$(echo "$actual" | grep -c '@1')" "$expected|1.1"
 
+# append_pb: routed by the entity read from the EventBatch's bytes (half of
+# the batches start with an unknown fixed64 field, which protobuf skips)
+q "$proxy" "SELECT eventsourced.append_pb(
+        CASE WHEN i % 2 = 0 THEN '\\x790102030405060708'::bytea ELSE ''::bytea END
+        || '\\x0a'::bytea || set_byte('\\x00'::bytea, 0, octet_length(ev)) || ev, 0)
+      FROM (SELECT i, '\\x1203706272'::bytea || '\\x1a'::bytea
+                      || set_byte('\\x00'::bytea, 0, octet_length(convert_to('e' || i, 'UTF8')))
+                      || convert_to('e' || i, 'UTF8') || '\\x2a0145'::bytea || '\\x32027b7d'::bytea AS ev
+              FROM generate_series(1, 20) i) b" >/dev/null
+expected=$(q "$proxy" "SELECT string_agg(i || '@' || s.shard, ' ' ORDER BY i)
+    FROM generate_series(1, 20) i, eventsourced.shards() s
+   WHERE eventsourced.entity_partition('pbr', 'e' || i) = ANY (s.partitions)")
+actual=$( { q "${shard[0]}" "SELECT substr(entity_id, 2) || '@0' FROM eventsourced.events WHERE entity_type = 'pbr'"
+            q "${shard[1]}" "SELECT substr(entity_id, 2) || '@1' FROM eventsourced.events WHERE entity_type = 'pbr'"; } |
+          sort -n | tr '\n' ' ' | sed 's/ $//')
+check "append_pb stores each batch on the shard of its entity's partition" "$actual" "$expected"
+
 # --- the regression files, directly and through the proxy
 psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $direct_db" -c "CREATE DATABASE $direct_db" >/dev/null 2>&1
 q "dbname=$direct_db" "CREATE EXTENSION eventsourced"
@@ -99,6 +116,16 @@ want="compared 67
 differs: SELECT accepted, rejection FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{\"n\": 1}');"
 check "sql/command.sql through the proxy: same results and errors but for a rolled-back registration" "$out" "$want"
 [ "$out" = "$want" ] || cat "$work/compare.command.sql"
+out=$(compare snapshot.sql)
+want="compared 26
+differs: SELECT seq_no FROM eventsourced.load_snapshot('counter', 'k1');
+differs: SELECT eventsourced.save_snapshot('counter', 'k1', 4, '{}');"
+check "sql/snapshot.sql through the proxy: same results and errors but after a ROLLBACK" "$out" "$want"
+[ "$out" = "$want" ] || cat "$work/compare.snapshot.sql"
+out=$(compare protobuf.sql)
+check "sql/protobuf.sql through the proxy (append_pb routed by the batch's entity): same results and errors" \
+      "$out" "compared 52"
+[ "$out" = "compared 52" ] || cat "$work/compare.protobuf.sql"
 
 # --- SC001 with its DETAIL, and one batch stays atomic
 q "$proxy" "SELECT eventsourced.append('acct', 'sc', 0, 'Opened', '{}')" >/dev/null
