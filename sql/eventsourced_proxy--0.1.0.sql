@@ -621,6 +621,29 @@ BEGIN ATOMIC
     SELECT * FROM eventsourced.events_by_type_page(entity_type, token, max_count);
 END;
 
+-- PostgreSQL lets a role with USAGE on a foreign server create its own user
+-- mapping, naming any user: here that would let it reach the shards as
+-- another role wherever the shards trust the proxy's connections.  In the
+-- proxy database only superusers create or change user mappings.
+CREATE FUNCTION eventsourced.mapping_guard()
+    RETURNS event_trigger
+    LANGUAGE plpgsql
+    SET search_path = pg_catalog, pg_temp
+AS $$
+BEGIN
+    IF NOT (SELECT r.rolsuper FROM pg_roles r WHERE r.rolname = current_user) THEN
+        RAISE EXCEPTION USING ERRCODE = '42501',
+            MESSAGE = format('permission denied to %s', lower(tg_tag)),
+            DETAIL = 'In a database with eventsourced_proxy only superusers create or change user mappings.',
+            HINT = 'Ask a superuser to map your role to itself on the shards (docs/scale-out.md, "Roles").';
+    END IF;
+END
+$$;
+REVOKE ALL ON FUNCTION eventsourced.mapping_guard() FROM PUBLIC;
+CREATE EVENT TRIGGER eventsourced_proxy_mapping_guard ON ddl_command_start
+    WHEN TAG IN ('CREATE USER MAPPING', 'ALTER USER MAPPING')
+    EXECUTE FUNCTION eventsourced.mapping_guard();
+
 -- As on a server: the API is usable only by roles granted EXECUTE on it
 -- (and every call is checked again on the shard, as the calling role).  The
 -- helpers the API calls with the caller's rights are pure, read the

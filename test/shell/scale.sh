@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 28 (test/run fails when a different number of checks ran)
+# checks: 29 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -256,6 +256,10 @@ public=$(q "$proxy" "SELECT count(*) FROM pg_user_mappings WHERE usename = 'publ
 check "a role's calls run on the shard as that role (its grants there decide; no mapping, no access; no PUBLIC mapping)" \
       "$who|$denied|$nomap|$public" \
       "1|42501: eventsourced.append(7): [$(owner_of acct who | sed 's/.*dbname=\([a-z_0-9]*\).*/\1/')] REMOTE ERROR: permission denied for function append|1|0"
+
+check "a role with USAGE on the cluster cannot map itself to another user" \
+      "$(err "$proxy" "SET ROLE scale_other; CREATE USER MAPPING FOR scale_other SERVER eventsourced_cluster OPTIONS (user 'postgres')")|$(q "$proxy" "SELECT count(*) FROM pg_user_mappings WHERE usename = 'scale_other'")" \
+      "ERROR:  42501: permission denied to create user mapping DETAIL:  In a database with eventsourced_proxy only superusers create or change user mappings.|0"
 
 # --- the feed across shards under concurrent writers: every event once
 for w in 1 2 3 4; do
