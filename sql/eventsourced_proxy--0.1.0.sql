@@ -78,23 +78,24 @@ BEGIN ATOMIC
       FROM pg_catalog.pg_foreign_server s,
            pg_catalog.pg_options_to_table(s.srvoptions) o
      WHERE s.srvname OPERATOR(pg_catalog.=) 'eventsourced_cluster'
-       AND o.option_name OPERATOR(pg_catalog.~) '^p[0-9]+$';
+       AND o.option_name OPERATOR(pg_catalog.~) '^(p|partition_)[0-9]+$';
 END;
 
 -- The servers of the cluster: one row per distinct connection string, keyed
--- by the lowest partition it holds (the key of the feed's token).
+-- by the lowest partition it holds (the key of the feed's token).  PL/Proxy
+-- names partitions pN or partition_N.
 CREATE FUNCTION eventsourced.shards(OUT shard integer, OUT partitions integer[],
                                     OUT connstr text)
     RETURNS SETOF record
     LANGUAGE sql STABLE PARALLEL SAFE
 BEGIN ATOMIC
     SELECT pg_catalog.min(p.part), pg_catalog.array_agg(p.part ORDER BY p.part), p.conn
-      FROM (SELECT pg_catalog.substr(o.option_name, 2)::integer AS part,
+      FROM (SELECT pg_catalog.regexp_replace(o.option_name, '^(p|partition_)', '')::integer AS part,
                    o.option_value AS conn
               FROM pg_catalog.pg_foreign_server s,
                    pg_catalog.pg_options_to_table(s.srvoptions) o
              WHERE s.srvname OPERATOR(pg_catalog.=) 'eventsourced_cluster'
-               AND o.option_name OPERATOR(pg_catalog.~) '^p[0-9]+$') p
+               AND o.option_name OPERATOR(pg_catalog.~) '^(p|partition_)[0-9]+$') p
      GROUP BY p.conn
      ORDER BY 1;
 END;
