@@ -61,6 +61,12 @@ es_private_tree() {
             cp -a "$sharedir/." "$dir$sharedir/" || return 1
         chmod 755 "$dir"
     fi
+    # A tree copied before PL/Proxy was installed lacks it (test/shell/scale.sh
+    # needs it): copy its files too.
+    if [ -e "$sharedir/extension/plproxy.control" ] && [ ! -e "$dir$sharedir/extension/plproxy.control" ]; then
+        cp -a "$sharedir"/extension/plproxy[-.]* "$dir$sharedir/extension/" &&
+            cp -a "$pkglibdir/plproxy.so" "$dir$pkglibdir/" || return 1
+    fi
     ES_DESTDIR=$dir
     ES_PGBIN=$dir$bindir
     export ES_DESTDIR ES_PGBIN
