@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 23 (test/run fails when a different number of checks ran)
+# checks: 24 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -255,6 +255,9 @@ check "the relay runs with the documented grants and publishes up to the feed's 
     "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'lp'")" \
     "0:$(q "SELECT max(position) FROM eventsourced.events")"
 show "$work/lp.log" 8
+check "with --types only those types' events are published, each once, in feed order" \
+    "$("$work/consumer" "$nurl" lp | cut -f4 | tr '\n' ' ')" \
+    "$(q "SELECT position FROM eventsourced.events WHERE entity_type = 'cart' ORDER BY position" | tr '\n' ' ')"
 timeout 30 "$relay_bin" --source "host=$work/pg port=$pgport user=es_nats_other dbname=$db" \
     --nats "$nurl" --name lp2 --stream lp --exit-when-idle >"$work/other_role.log" 2>&1
 check "a checkpoint schema of another role is refused" \
