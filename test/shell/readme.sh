@@ -266,9 +266,6 @@ check "README.md is at most 16 KB (16,384 bytes)" "$( [ "$size" -le 16384 ] && e
 
 unlinked=""
 for f in "$root"/docs/*.md; do
-    # TEMPORARY (branch nats): README.md is the lead's to edit; the lead
-    # links docs/nats.md when merging and removes this exception.
-    [ "$(basename "$f")" = nats.md ] && ! grep -qF "(docs/nats.md)" "$root/README.md" && continue
     grep -qF "(docs/$(basename "$f"))" "$root/README.md" || unlinked="$unlinked $(basename "$f")"
 done
 check "README links every file of docs/" "${unlinked:-none}" "none"
