@@ -136,7 +136,7 @@ typedef struct EsLaunchSlot
 
 static HTAB *dbs = NULL;
 static EsLaunchSlot *lslots = NULL;
-static List *listed = NIL;		/* eventsourced.worker_databases, NIL: every one */
+static List *listed = NIL;		/* eventsourced.worker_databases ("*": every one) */
 static char *warned = NULL;		/* the databases named in the last WARNING */
 
 /* Size of the shared part: a slot per possible background worker */
@@ -163,24 +163,21 @@ static const EsShmemPart launcher_part = {
 	"eventsourced launcher", es_launcher_shmem_size, 1, es_launcher_shmem_attach
 };
 
-/* Split eventsourced.worker_databases; false on bad syntax */
+/*
+ * Split eventsourced.worker_databases; false on bad syntax.  The list
+ * lives in TopMemoryContext (a background worker drops the postmaster's
+ * context, where _PG_init ran).
+ */
 static bool
 es_split_databases(const char *value, List **names)
 {
+	MemoryContext old = MemoryContextSwitchTo(TopMemoryContext);
+	bool		ok;
+
 	*names = NIL;
-	return SplitIdentifierString(pstrdup(value), ',', names);
-}
-
-/* GUC check: eventsourced.worker_databases is a list of names, or '*' */
-static bool
-es_check_worker_databases(char **newval, void **extra, GucSource source)
-{
-	List	   *names;
-
-	if (es_split_databases(*newval, &names))
-		return true;
-	GUC_check_errdetail("List syntax is invalid.");
-	return false;
+	ok = SplitIdentifierString(pstrdup(value), ',', names);
+	MemoryContextSwitchTo(old);
+	return ok;
 }
 
 /* Whether eventsourced.worker_databases lets a database have workers */
@@ -233,11 +230,19 @@ es_launcher_init(void)
 	DefineCustomStringVariable("eventsourced.worker_databases",
 							   "Databases whose projections and notifications background workers handle: '*' for every database where the extension exists, or a comma-separated list.",
 							   NULL, &worker_databases, "*", PGC_POSTMASTER, GUC_LIST_INPUT,
-							   es_check_worker_databases, NULL, NULL);
+							   NULL, NULL, NULL);
 	DefineCustomIntVariable("eventsourced.projection_workers",
 							"Projection workers per database (0: none); each database with the extension also gets one notifier.",
 							NULL, &projection_workers, 1, 0, ES_MAX_WORKERS_PER_DB,
 							PGC_POSTMASTER, 0, NULL, NULL, NULL);
+	/* the server does not start (rather than falling back to every database) */
+	if (!es_split_databases(worker_databases, &listed))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("invalid value for parameter \"eventsourced.worker_databases\": \"%s\"",
+						worker_databases),
+				 errdetail("List syntax is invalid."),
+				 errhint("Write '*' for every database, or database names separated by commas.")));
 	es_shmem_register(&launcher_part);
 	es_launcher_register();
 }
@@ -921,9 +926,6 @@ es_launcher_setup(void)
 {
 	HASHCTL		ctl;
 
-	MemoryContextSwitchTo(TopMemoryContext);
-	if (!es_split_databases(worker_databases, &listed))
-		elog(FATAL, "invalid eventsourced.worker_databases");
 	if (listed == NIL)
 		ereport(LOG, (errmsg("eventsourced: eventsourced.worker_databases is empty: no database gets workers")));
 	ctl.keysize = sizeof(Oid);

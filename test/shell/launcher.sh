@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 24 (test/run fails when a different number of checks ran)
+# checks: 29 (test/run fails when a different number of checks ran)
 # The launcher: with the library preloaded and no worker setting at all,
 # every database where the extension exists gets its workers, found at
 # start and learnt of afterwards; statements that need a database to
@@ -40,7 +40,7 @@ workers_sql() {
 workers() { wait_for "$(workers_sql "$1")" "$2"; }
 # restart with the given extra settings (the cluster's own postgresql.conf plus these)
 restart() {
-    es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null
+    es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
     printf '%s\n' "$@" | es_as_owner tee "$work/data/postgresql.auto.conf" >/dev/null
     es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/data" -l "$work/server.log" -w start >/dev/null ||
         { echo "not ok - restart"; tail -20 "$work/server.log"; }
@@ -89,6 +89,25 @@ busy=$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE datname = 'l_rename
 check "DROP DATABASE works while its worker runs a handler" \
       "$(q postgres "DROP DATABASE l_renamed" 2>&1 && echo "done $busy")" "done 1"
 
+# A role that may not drop a database cannot make its workers leave.
+notifier_pid() { q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'eventsourced notifier' AND datname = '$1'"; }
+q postgres "CREATE ROLE l_nobody LOGIN CREATEDB" >/dev/null
+before=$(notifier_pid l_app)
+refused=$(psql -X -q -t -A -v VERBOSITY=sqlstate -U l_nobody -d postgres -c "DROP DATABASE l_app" 2>&1)
+refused+=" "$(psql -X -q -t -A -v VERBOSITY=sqlstate -U l_nobody -d postgres -c "CREATE DATABASE l_nope TEMPLATE l_app" 2>&1)
+sleep 0.5
+check "another role's DROP DATABASE / CREATE DATABASE TEMPLATE is refused" "$refused" "ERROR:  42501 ERROR:  42501"
+check "and the workers stayed" "$(notifier_pid l_app)" "$before"
+
+# A launcher that is terminated is started again; it stops the workers its
+# predecessor left, so each database still has one notifier and one worker.
+launcher=$(q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'eventsourced launcher'")
+q postgres "SELECT pg_terminate_backend($launcher)" >/dev/null
+check "a terminated launcher is started again" \
+      "$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE backend_type = 'eventsourced launcher' AND pid <> $launcher" 1)" "1"
+check "after it, the database has one notifier and one worker, new ones" \
+      "$(workers l_app "1 1") $(wait_for "SELECT count(*) FROM pg_stat_activity WHERE datname = 'l_app' AND backend_type = 'eventsourced notifier' AND pid <> $before" 1)" "1 1 1"
+
 # Templates and databases closed to connections get none.
 q postgres "ALTER DATABASE l_app WITH ALLOW_CONNECTIONS false" >/dev/null
 check "a database closed to connections loses its workers" "$(workers l_app "0 0")" "0 0"
@@ -121,6 +140,13 @@ q postgres "DROP DATABASE l_two" >/dev/null
 createdb l_two -T l_tmpl
 workers l_two "1 1" >/dev/null
 check "a new unlisted database with the extension gets none" "$(workers l_three "0 0")" "0 0"
+
+# A list that does not parse keeps the server from starting, with the reason.
+es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/data" -m fast -w stop >/dev/null 2>&1
+echo "eventsourced.worker_databases = 'a,,b'" | es_as_owner tee "$work/data/postgresql.auto.conf" >/dev/null
+es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/data" -l "$work/server.log" -w -t 20 start >/dev/null 2>&1
+check "a bad eventsourced.worker_databases is refused at start" \
+      "$(grep -c 'invalid value for parameter "eventsourced.worker_databases"' "$work/server.log")" "1"
 
 # Too few worker slots: the databases left without workers are named.
 restart "max_worker_processes = 4"
