@@ -202,20 +202,29 @@ es_projection_workers(void)
 	return projection_workers;
 }
 
+/* What the launcher and the workers have in common: ours, connected, after recovery */
+static void
+es_bgworker_init(BackgroundWorker *worker, const char *function, int restart_time,
+				 const char *type)
+{
+	memset(worker, 0, sizeof(*worker));
+	worker->bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
+	worker->bgw_start_time = BgWorkerStart_RecoveryFinished;
+	worker->bgw_restart_time = restart_time;
+	strlcpy(worker->bgw_library_name, "eventsourced", BGW_MAXLEN);
+	strlcpy(worker->bgw_function_name, function, BGW_MAXLEN);
+	strlcpy(worker->bgw_type, type, BGW_MAXLEN);
+}
+
 /* Register the launcher itself: a static worker, started again if it fails */
 static void
 es_launcher_register(void)
 {
 	BackgroundWorker worker;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = ES_WORKER_RESTART_SECS;
-	strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "eventsourced_launcher_main", BGW_MAXLEN);
+	es_bgworker_init(&worker, "eventsourced_launcher_main", ES_WORKER_RESTART_SECS,
+					 "eventsourced launcher");
 	strlcpy(worker.bgw_name, "eventsourced launcher", BGW_MAXLEN);
-	strlcpy(worker.bgw_type, "eventsourced launcher", BGW_MAXLEN);
 	RegisterBackgroundWorker(&worker);
 }
 
@@ -430,23 +439,18 @@ es_slot_start(EsLaunchDb *db, int i)
 	EsWorkerExtra extra;
 	MemoryContext old;
 
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = BGW_NEVER_RESTART;
-	strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "eventsourced_worker_main", BGW_MAXLEN);
 	LWLockAcquire(shared->lock, LW_EXCLUSIVE);
 	s->generation++;
 	s->state = ES_SLOT_STARTING;
 	extra = (EsWorkerExtra) {s->dboid, s->kind, s->generation};
 	LWLockRelease(shared->lock);
+	/* restarted by the launcher, which knows whether the database still wants it */
+	es_bgworker_init(&worker, "eventsourced_worker_main", BGW_NEVER_RESTART,
+					 extra.kind == 0 ? "eventsourced notifier" : "eventsourced worker");
 	if (extra.kind == 0)
 		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced notifier for %s", db->name);
 	else
 		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced worker %d for %s", extra.kind, db->name);
-	strlcpy(worker.bgw_type, extra.kind == 0 ? "eventsourced notifier" : "eventsourced worker",
-			BGW_MAXLEN);
 	worker.bgw_main_arg = Int32GetDatum(i);
 	memcpy(worker.bgw_extra, &extra, sizeof(extra));
 	worker.bgw_notify_pid = MyProcPid;

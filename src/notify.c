@@ -10,7 +10,7 @@
  * worker's latch; the worker sends one coalesced NOTIFY per type.  Without a
  * worker, the appending transaction itself NOTIFYs just before it commits.
  *
- * Each listed database has one notifier worker, which sends; its
+ * Each database with workers (launcher.c) has one notifier, which sends; its
  * projection workers register too, only to be woken by commits.
  *
  * Locking: committers never take a lock.  A (database, type) entry is
