@@ -28,7 +28,10 @@ SELECT eventsourced.append('meter', 'm' || (i % 3), NULL, 'Read', jsonb_build_ob
 SELECT eventsourced.append('other', 'o1', NULL, 'Noise', '{"n": 1000}');
 
 SELECT eventsourced.create_projection('totals', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)');
-SELECT name, entity_type, checkpoint, status, events_applied, lag, error_strategy
+-- lag: positions from the checkpoint to the newest event of its type
+SELECT name, entity_type, checkpoint, status, events_applied,
+       lag = (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'meter') AS lag_ok,
+       error_strategy
   FROM eventsourced.projections;
 -- a run applies the next events in the caller's transaction
 SELECT eventsourced.run_projection('totals', 4);
@@ -36,7 +39,8 @@ SELECT * FROM proj_totals ORDER BY id;
 SELECT eventsourced.run_projection('totals');
 SELECT eventsourced.run_projection('totals');
 SELECT * FROM proj_totals ORDER BY id;
-SELECT checkpoint = (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'meter') AS at_end,
+-- a run that reaches the end moves the checkpoint on to the horizon
+SELECT checkpoint = eventsourced.feed_horizon() - 1 AS at_horizon,
        events_applied, lag FROM eventsourced.projections WHERE name = 'totals';
 -- a rolled back run leaves no trace, and the events are applied again later
 SELECT eventsourced.append('meter', 'm1', NULL, 'Read', '{"n": 100}');
@@ -156,4 +160,93 @@ SELECT eventsourced.reset_projection('nope');
 SELECT eventsourced.reset_projection('totals', -1);
 SELECT eventsourced.reset_projection('totals', NULL);
 SELECT eventsourced.drop_projection('nope');
+SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'stop', '1 minute');
+SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', '0');
+SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', '-1 second');
+SELECT eventsourced.stop_projection('nope');
+SELECT eventsourced.stop_projection(NULL);
+SELECT eventsourced.start_projection('nope');
+SELECT eventsourced.start_projection('');
+SET eventsourced.projection_max_retries = -1;
 SELECT name FROM eventsourced.projections ORDER BY name;
+
+-- An idle run moves the checkpoint over positions that held nothing for
+-- it, up to the horizon, once that is ES_PROJECTION_IDLE_STEP (1,000) or
+-- more ahead: fewer positions are not worth a write.
+SELECT eventsourced.create_projection('idle', 'quiet', 'proj_add(text,bigint,text,jsonb,bigint)');
+SELECT eventsourced.reset_projection('idle', eventsourced.feed_horizon() - 1);
+SELECT count(eventsourced.append('noisy', i::text, NULL, 'E', '{}')) FROM generate_series(1, 10) i;
+SELECT eventsourced.run_projection('idle');
+SELECT checkpoint = eventsourced.feed_horizon() - 11 AS unmoved, lag FROM eventsourced.projections WHERE name = 'idle';
+SELECT count(eventsourced.append('noisy', i::text, NULL, 'E', '{}')) FROM generate_series(1, 1000) i;
+SELECT eventsourced.run_projection('idle');
+SELECT checkpoint = eventsourced.feed_horizon() - 1 AS at_horizon, lag FROM eventsourced.projections WHERE name = 'idle';
+-- an event of its type is applied, then the checkpoint again moves to the horizon
+SELECT eventsourced.append('quiet', 'q1', NULL, 'Read', '{"n": 5}');
+SELECT count(eventsourced.append('noisy', i::text, NULL, 'E', '{}')) FROM generate_series(1, 3) i;
+SELECT eventsourced.run_projection('idle');
+SELECT * FROM proj_totals WHERE id = 'q1';
+SELECT checkpoint = eventsourced.feed_horizon() - 1 AS at_horizon, lag FROM eventsourced.projections WHERE name = 'idle';
+
+-- stop and start: a stopped projection keeps its checkpoint and applies
+-- nothing until started again
+SELECT eventsourced.stop_projection('idle');
+SELECT eventsourced.stop_projection('idle');   -- again: nothing changes
+SELECT eventsourced.append('quiet', 'q1', NULL, 'Read', '{"n": 6}');
+SELECT eventsourced.run_projection('idle');
+SELECT status, lag > 0 AS behind FROM eventsourced.projections WHERE name = 'idle';
+SELECT * FROM proj_totals WHERE id = 'q1';
+SELECT eventsourced.start_projection('idle');
+SELECT eventsourced.start_projection('idle');  -- again: nothing changes
+SELECT eventsourced.run_projection('idle');
+SELECT status, lag FROM eventsourced.projections WHERE name = 'idle';
+SELECT * FROM proj_totals WHERE id = 'q1';
+-- a failed projection can be stopped, and started again from its checkpoint
+SELECT eventsourced.append('quiet', 'q1', NULL, 'Read', '{"n": "not a number"}');
+SELECT eventsourced.run_projection('idle');
+SELECT status FROM eventsourced.projections WHERE name = 'idle';
+SELECT eventsourced.stop_projection('idle');
+SELECT status, last_error IS NOT NULL AS kept_error FROM eventsourced.projections WHERE name = 'idle';
+SELECT eventsourced.start_projection('idle');
+SELECT status, retries FROM eventsourced.projections WHERE name = 'idle';
+SELECT eventsourced.run_projection('idle');
+SELECT status FROM eventsourced.projections WHERE name = 'idle';
+SELECT eventsourced.drop_projection('idle');
+
+-- retry with a delay: after a failure the event is not tried again before
+-- retry_delay has passed; projection_max_retries = 0 retries forever
+SET eventsourced.projection_max_retries = 0;
+SELECT eventsourced.create_projection('slow_retry', 'job', 'proj_record(text,bigint,text,jsonb,bigint)',
+                                      'retry', '1 hour');
+CREATE OR REPLACE FUNCTION proj_record(entity_id text, seq_no bigint, event_type text,
+                                       payload jsonb, pos bigint) RETURNS void
+LANGUAGE plpgsql AS $$
+BEGIN
+    IF payload ? 'fail' THEN
+        RAISE EXCEPTION 'cannot record %', entity_id;
+    END IF;
+    INSERT INTO proj_seen VALUES (pos, NULL, entity_id, seq_no, event_type);
+END $$;
+SELECT eventsourced.run_projection('slow_retry');
+SELECT status, retries, retry_delay, retry_at = updated_at + interval '1 hour' AS retry_at_ok
+  FROM eventsourced.projections WHERE name = 'slow_retry';
+-- within the delay a run does nothing and says when the retry comes
+\set VERBOSITY terse
+SELECT eventsourced.run_projection('slow_retry') AS waits;
+\set VERBOSITY default
+SELECT retries FROM eventsourced.projections WHERE name = 'slow_retry';
+-- once the delay has passed (moved back here by hand) it is tried again,
+-- and fails again without stopping (max_retries 0)
+UPDATE eventsourced.projection_state SET updated_at = updated_at - interval '2 hours'
+ WHERE name = 'slow_retry';
+SELECT eventsourced.run_projection('slow_retry');
+SELECT status, retries FROM eventsourced.projections WHERE name = 'slow_retry';
+UPDATE eventsourced.projection_state SET updated_at = updated_at - interval '2 hours',
+       retries = 1000000 WHERE name = 'slow_retry';
+SELECT eventsourced.run_projection('slow_retry');
+SELECT status, retries FROM eventsourced.projections WHERE name = 'slow_retry';
+-- start_projection clears the wait
+SELECT eventsourced.start_projection('slow_retry');
+SELECT retries, retry_at FROM eventsourced.projections WHERE name = 'slow_retry';
+SELECT eventsourced.drop_projection('slow_retry');
+RESET eventsourced.projection_max_retries;

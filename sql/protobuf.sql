@@ -78,7 +78,11 @@ SELECT count(*) FROM eventsourced.events WHERE entity_type = 'doc';
 -- shell test; here: sizes and the checkpoint of an empty page
 SELECT length(eventsourced.events_by_type_pb('doc')) > 100 AS has_events;
 SELECT encode(eventsourced.events_by_type_pb('doc', 1000000), 'hex') AS empty_after;
-SELECT encode(eventsourced.events_by_type_pb('nothing', 7), 'hex') AS empty_batch;
+-- an empty page resumes where feed_checkpoint() says (the horizon here)
+SELECT eventsourced.events_by_type_pb('nothing', 7)
+       = eventsourced.events_by_type_pb('nothing', eventsourced.feed_horizon() - 1)
+       AS empty_batch_at_horizon;
+SELECT encode(eventsourced.events_by_type_pb('nothing', 5000000000), 'hex') AS empty_batch;
 SELECT encode(eventsourced.read_all_pb(0, 0), 'hex') AS zero_events;
 SELECT eventsourced.events_by_type_pb(NULL);
 SELECT eventsourced.events_by_type_pb('doc', -1);

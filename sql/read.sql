@@ -61,9 +61,29 @@ SELECT entity_type, entity_id, seq_no
 SELECT count(*) FROM eventsourced.read_all(0, 0);
 SELECT count(*) FROM eventsourced.read_all((SELECT max(position) FROM eventsourced.events));
 -- the feed horizon is past every committed event when nothing is in flight
--- (NULL, no bound, without shared_preload_libraries)
-SELECT coalesce(eventsourced.feed_horizon(), 9223372036854775807)
-       > (SELECT max(position) FROM eventsourced.events) AS horizon_past_all;
+SELECT eventsourced.feed_horizon() > (SELECT max(position) FROM eventsourced.events) AS horizon_past_all;
+-- feed_checkpoint: where a reader resumes after an empty page, just below
+-- the next event it has not read, or just below the horizon
+SELECT eventsourced.feed_checkpoint('cart', 0)
+       = (SELECT min(position) - 1 FROM eventsourced.events WHERE entity_type = 'cart') AS before_first_cart;
+SELECT eventsourced.feed_checkpoint('cart', (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'cart'))
+       = eventsourced.feed_horizon() - 1 AS past_last_cart;
+SELECT eventsourced.feed_checkpoint(NULL, 0)
+       = (SELECT min(position) - 1 FROM eventsourced.events) AS before_first_event;
+SELECT eventsourced.feed_checkpoint(NULL, (SELECT max(position) FROM eventsourced.events))
+       = eventsourced.feed_horizon() - 1 AS past_last_event;
+SELECT eventsourced.feed_checkpoint('no such type') = eventsourced.feed_horizon() - 1 AS empty_type;
+-- never behind after_position, even past the horizon
+SELECT eventsourced.feed_checkpoint('cart', 9000000000000000000);
+-- reading from the checkpoint returns what reading from after_position does
+SELECT (SELECT array_agg(position) FROM eventsourced.events_by_type('cart', eventsourced.feed_checkpoint('cart', 0)))
+     = (SELECT array_agg(position) FROM eventsourced.events_by_type('cart', 0)) AS same_events;
+-- an append in the checkpoint's own transaction counts (and is gone after ROLLBACK)
+BEGIN;
+SELECT eventsourced.append('user', 'u9', 0, 'SignedUp', '{}');
+SELECT eventsourced.feed_checkpoint('user', (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'user' AND entity_id <> 'u9'))
+       = (SELECT position - 1 FROM eventsourced.events WHERE entity_id = 'u9') AS stops_before_own_append;
+ROLLBACK;
 -- an append in the reader's own transaction is readable there
 BEGIN;
 SELECT eventsourced.append('user', 'u2', 0, 'SignedUp', '{}');
@@ -72,6 +92,10 @@ ROLLBACK;
 SELECT entity_id FROM eventsourced.events_by_type('user') ORDER BY position;
 
 -- Bad input
+SELECT eventsourced.feed_checkpoint('cart', NULL);
+SELECT eventsourced.feed_checkpoint('cart', -1);
+SELECT eventsourced.feed_checkpoint('', 0);
+SELECT eventsourced.feed_checkpoint(repeat('t', 256), 0);
 SELECT * FROM eventsourced.events_by_id(NULL, 'c1');
 SELECT * FROM eventsourced.events_by_id('cart', NULL);
 SELECT * FROM eventsourced.events_by_id('', 'c1');

@@ -24,7 +24,8 @@ GRANT EXECUTE ON FUNCTION
     eventsourced.events_by_type(text, bigint, integer),
     eventsourced.read_all(bigint, integer),
     eventsourced.load_snapshot(text, text),
-    eventsourced.feed_horizon()
+    eventsourced.feed_horizon(),
+    eventsourced.feed_checkpoint(text, bigint)
     TO es_reader;
 
 SET ROLE es_app;
@@ -49,6 +50,7 @@ RESET ROLE;
 
 SET ROLE es_reader;
 SELECT eventsourced.last_seq_no('acct', 's1');
+SELECT eventsourced.feed_checkpoint('acct', 0) < eventsourced.feed_horizon() AS reader_checkpoint;
 SELECT seq_no, event_type FROM eventsourced.events_by_id('acct', 's1');
 SELECT entity_id, seq_no FROM eventsourced.events_by_type('acct');
 SELECT count(*) > 0 FROM eventsourced.read_all();
@@ -62,13 +64,16 @@ SELECT eventsourced.append('acct', 's1', 2, 'Deposited', '{}');
 SELECT * FROM eventsourced.events_by_id('acct', 's1');
 SELECT * FROM eventsourced.events_by_type('acct');
 SELECT * FROM eventsourced.read_all();
+SELECT eventsourced.feed_checkpoint('acct', 0);
 SELECT * FROM eventsourced.events;
 RESET ROLE;
 -- EXECUTE alone is not enough: the feed functions check the table's SELECT grant.
 GRANT USAGE ON SCHEMA eventsourced TO es_nobody;
-GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer) TO es_nobody;
+GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer),
+                          eventsourced.feed_checkpoint(text, bigint) TO es_nobody;
 SET ROLE es_nobody;
 SELECT * FROM eventsourced.read_all();
+SELECT eventsourced.feed_checkpoint('acct', 0);
 RESET ROLE;
 SELECT eventsourced.last_seq_no('acct', 's1');
 

@@ -188,10 +188,12 @@ SELECT eventsourced.run_projection('t_see');   -- nothing left
 RESET ROLE;
 SELECT who, caller, at_ok, count(*) FROM es_t_model.seen GROUP BY 1, 2, 3;
 SELECT name, owner FROM eventsourced.projections WHERE name = 't_see';
--- another role can neither run, reset nor drop it
+-- another role can neither run, reset, stop, start nor drop it
 SET ROLE es_t_evil;
 SELECT eventsourced.run_projection('t_see');
 SELECT eventsourced.reset_projection('t_see', 0);
+SELECT eventsourced.stop_projection('t_see');
+SELECT eventsourced.start_projection('t_see');
 SELECT eventsourced.drop_projection('t_see');
 -- a handler it does not own (a SECURITY DEFINER function of the admin) is refused
 SELECT eventsourced.create_projection('t_steal', NULL, 'es_t_model.see(text,bigint,text,jsonb,bigint)');

@@ -164,7 +164,7 @@ extern Snapshot es_feed_snapshot(int64 *horizon);
 
 /* read.c */
 typedef void (*EsFeedEmit) (TupleTableSlot *slot, void *arg);
-extern int32 es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg);
+extern int32 es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int64 *resume);
 extern void es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req);
 
 /* notify.c */

@@ -35,7 +35,8 @@
  * it ends, and a reader briefly takes it exclusively and takes its snapshot
  * while holding it, so no append is in flight at that moment.  That is
  * sound, but a reader waits for in-flight appends and new appends queue
- * behind a waiting reader.
+ * behind a waiting reader.  The horizon is then just above the highest
+ * position drawn.
  *
  * Transactions that appended cannot be prepared (two-phase commit): the
  * horizon would be held by a transaction no backend owns any more.
@@ -346,11 +347,16 @@ es_feed_snapshot(int64 *horizon)
 		LOCKTAG		tag;
 
 		es_feed_lock_tag(&tag);
-		/* a transaction lock: an error before the release cannot leak it */
+		/*
+		 * A transaction lock: an error before the release cannot leak it.
+		 * No append is in flight while we hold it, so every position drawn
+		 * so far belongs to a transaction that has ended, and any drawn
+		 * later is higher: the horizon is just above the highest one.
+		 */
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 		snap = RegisterSnapshot(GetLatestSnapshot());
+		*horizon = es_feed_max_position() + 1;
 		LockRelease(&tag, ExclusiveLock, false);
-		*horizon = PG_INT64_MAX;
 		return snap;
 	}
 }
@@ -365,7 +371,5 @@ eventsourced_feed_horizon(PG_FUNCTION_ARGS)
 	Snapshot	snap = es_feed_snapshot(&horizon);
 
 	UnregisterSnapshot(snap);
-	if (horizon == PG_INT64_MAX)
-		PG_RETURN_NULL();
 	PG_RETURN_INT64(horizon);
 }

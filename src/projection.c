@@ -36,6 +36,7 @@
 #include "utils/snapmgr.h"
 #include "utils/syscache.h"
 #include "utils/timeout.h"
+#include "utils/timestamp.h"
 
 #define ES_MAX_NAME_LEN			255
 #define ES_DEFAULT_BATCH		1000
@@ -50,9 +51,18 @@
 #define Anum_es_proj_checkpoint		6
 #define Anum_es_proj_status			7
 #define Anum_es_proj_retries		12
+#define Anum_es_proj_updated_at		14
 #define Anum_es_proj_search_path	15
 #define Anum_es_proj_handler_owner	16
-#define Natts_es_proj				16
+#define Anum_es_proj_retry_delay	17
+#define Natts_es_proj				17
+
+/*
+ * A run that finds nothing new stores its checkpoint's advance over empty
+ * positions only once it is this large: an idle pass then writes once per
+ * this many events of other types, not once per wake-up.
+ */
+#define ES_PROJECTION_IDLE_STEP	1000
 
 int			es_projection_max_retries = 3;
 static int	projection_timeout_ms = 60000;
@@ -78,7 +88,9 @@ typedef struct EsProjection
 	EsRunAs		run_as;			/* the handler's owner and the creator's search_path */
 	int64		checkpoint;
 	bool		failed;
+	bool		stopped;
 	int32		retries;
+	TimestampTz retry_after;	/* a failed event is not retried before (0: now) */
 	FmgrInfo	flinfo;
 } EsProjection;
 
@@ -107,9 +119,9 @@ typedef struct EsRunOutcome
 
 static EsStatement insert_projection = {
 	"INSERT INTO eventsourced.projection_state (name, entity_type, handler, "
-	"error_strategy, owner, search_path, handler_owner) "
-	"VALUES ($1, $2, $3, $4, $5::pg_catalog.regrole, $6, $7::pg_catalog.regrole)",
-	7, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID}
+	"error_strategy, owner, search_path, handler_owner, retry_delay) "
+	"VALUES ($1, $2, $3, $4, $5::pg_catalog.regrole, $6, $7::pg_catalog.regrole, $8)",
+	8, {TEXTOID, TEXTOID, TEXTOID, TEXTOID, OIDOID, TEXTOID, OIDOID, INTERVALOID}
 };
 
 static EsStatement update_projection = {
@@ -195,7 +207,12 @@ es_read_projection(text *name, EsProjection *p)
 	p->run_as.search_path = TextDatumGetCString(values[Anum_es_proj_search_path - 1]);
 	p->checkpoint = DatumGetInt64(values[Anum_es_proj_checkpoint - 1]);
 	p->failed = (*VARDATA_ANY(DatumGetTextPP(values[Anum_es_proj_status - 1])) == 'f');
+	p->stopped = (*VARDATA_ANY(DatumGetTextPP(values[Anum_es_proj_status - 1])) == 's');
 	p->retries = DatumGetInt32(values[Anum_es_proj_retries - 1]);
+	p->retry_after = (p->retries == 0 || nulls[Anum_es_proj_retry_delay - 1]) ? 0 :
+		DatumGetTimestampTz(DirectFunctionCall2(timestamptz_pl_interval,
+												values[Anum_es_proj_updated_at - 1],
+												values[Anum_es_proj_retry_delay - 1]));
 	return true;
 }
 
@@ -233,16 +250,20 @@ es_keep_event(TupleTableSlot *slot, void *arg)
 		datumCopy(v[Anum_es_events_payload - 1], false, -1);
 }
 
-/* Read the next events of the projection's feed, after position after, into an array */
+/*
+ * Read the next events of the projection's feed, after position after, into
+ * an array; *resume is where the feed resumes after them (es_feed_scan).
+ */
 static EsFeedEvent *
-es_next_events(const EsProjection *p, int64 after, int32 max_events, int *nevents)
+es_next_events(const EsProjection *p, int64 after, int32 max_events, int *nevents,
+			   int64 *resume)
 {
 	EsFeedRequest req = {p->entity_type, after, max_events};
 	EsFeedEvents out;
 
 	out.events = palloc(sizeof(EsFeedEvent) * Max(max_events, 1));
 	out.n = 0;
-	(void) es_feed_scan(&req, es_keep_event, &out);
+	(void) es_feed_scan(&req, es_keep_event, &out, resume);
 	*nevents = out.n;
 	return out.events;
 }
@@ -444,7 +465,8 @@ es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, TimestampTz dea
 			continue;
 		}
 		out->retries = (p->strategy == 'r') ? p->retries + 1 : 0;
-		out->failed = (p->strategy == 's' || out->retries >= es_projection_max_retries);
+		out->failed = (p->strategy == 's' ||
+					   (es_projection_max_retries > 0 && out->retries >= es_projection_max_retries));
 		return;
 	}
 }
@@ -475,6 +497,7 @@ typedef struct EsProjectionRun
 	int32		max_events;
 	TimestampTz deadline;
 	EsRunOutcome out;
+	bool		read_any;		/* it read events (and stored its outcome) */
 } EsProjectionRun;
 
 /* Apply one chunk of events; whether the run may go on with the next one */
@@ -499,7 +522,10 @@ es_apply_chunk(EsProjection *p, const EsFeedEvent *events, int n, EsProjectionRu
  * Read the next events and apply them, ES_PROJECTION_CHUNK at a time so
  * that memory does not grow with max_events (runs in the projection's
  * sandbox: the feed is read with its handler owner's rights, row-level
- * security included).
+ * security included).  A run that reaches the end of its feed moves the
+ * checkpoint on to where the feed resumes, past positions that held nothing
+ * for it; one that read nothing stores that only once it is
+ * ES_PROJECTION_IDLE_STEP ahead.
  */
 static void
 es_projection_batch(void *arg)
@@ -509,8 +535,9 @@ es_projection_batch(void *arg)
 	MemoryContext outer = CurrentMemoryContext;
 	MemoryContext chunk_cxt;
 	int64		consumed = 0;
+	int64		resume = p->checkpoint;
 	bool		more = true;
-	bool		read_any = false;
+	bool		at_end = false;
 
 	fmgr_info(p->handler, &p->flinfo);
 	run->out.checkpoint = p->checkpoint;
@@ -523,10 +550,13 @@ es_projection_batch(void *arg)
 		int			n;
 
 		MemoryContextSwitchTo(chunk_cxt);
-		events = es_next_events(p, run->out.checkpoint, want, &n);
+		events = es_next_events(p, run->out.checkpoint, want, &n, &resume);
 		if (n > 0)
 			more = es_apply_chunk(p, events, n, run) && n == want &&
 				!es_past_deadline(run->deadline);
+		/* a short page whose every event was applied or skipped */
+		at_end = n < want && !run->out.failed &&
+			(n == 0 || run->out.checkpoint == events[n - 1].position);
 		MemoryContextSwitchTo(outer);
 		if (run->out.last_error)
 			run->out.last_error = pstrdup(run->out.last_error);
@@ -534,10 +564,12 @@ es_projection_batch(void *arg)
 		if (n == 0)
 			break;
 		consumed += n;
-		read_any = true;
+		run->read_any = true;
 	}
 	MemoryContextDelete(chunk_cxt);
-	if (read_any)
+	if (at_end)
+		run->out.checkpoint = Max(run->out.checkpoint, resume);
+	if (run->read_any || run->out.checkpoint - p->checkpoint >= ES_PROJECTION_IDLE_STEP)
 		es_store_outcome(p, &run->out);
 }
 
@@ -573,6 +605,33 @@ es_projection_run_once(EsProjectionRun *run)
 }
 
 /*
+ * Whether a projection is not to run now: it is stopped, or the retry
+ * delay after its failed event has not passed.  A run asked for by a
+ * user says so with a NOTICE.
+ */
+static bool
+es_projection_waits(const EsProjection *p, bool background)
+{
+	if (p->stopped)
+	{
+		if (!background)
+			ereport(NOTICE,
+					(errmsg("projection \"%s\" is stopped", text_to_cstring(p->name)),
+					 errhint("Start it with eventsourced.start_projection().")));
+		return true;
+	}
+	if (p->retry_after == 0 || GetCurrentTimestamp() >= p->retry_after)
+		return false;
+	if (!background)
+		ereport(NOTICE,
+				(errmsg("projection \"%s\" waits for its retry_delay before it tries its failed event again",
+						text_to_cstring(p->name)),
+				 errdetail("The next try is at %s.", timestamptz_to_str(p->retry_after)),
+				 errhint("eventsourced.start_projection() tries it at once.")));
+	return true;
+}
+
+/*
  * Run a projection once: apply up to max_events events in the caller's
  * transaction, stopping early once deadline (if not 0) has passed.
  * Returns the number applied and fills *outcome (if given): whether the
@@ -587,7 +646,7 @@ es_run_projection(text *name, int32 max_events, bool background, TimestampTz dea
 				  EsRunStatus *outcome)
 {
 	EsProjection p;
-	EsProjectionRun run = {&p, max_events, deadline, {0}};
+	EsProjectionRun run = {&p, max_events, deadline, {0}, false};
 	EsRunStatus ignored;
 
 	if (outcome == NULL)
@@ -610,7 +669,7 @@ es_run_projection(text *name, int32 max_events, bool background, TimestampTz dea
 	es_check_run(&p);
 	outcome->checking = false;
 	outcome->checked = true;
-	if (p.failed)
+	if (p.failed || es_projection_waits(&p, background))
 		return 0;
 	if (run_in_progress)
 		ereport(ERROR,
@@ -618,7 +677,7 @@ es_run_projection(text *name, int32 max_events, bool background, TimestampTz dea
 				 errmsg("run_projection cannot be called while a projection runs in this session"),
 				 errdetail("It was called from a projection handler, or from code it runs.")));
 	es_projection_run_once(&run);
-	outcome->progressed = (run.out.checkpoint != p.checkpoint);
+	outcome->progressed = run.read_any && run.out.checkpoint != p.checkpoint;
 	return run.out.applied;
 }
 
@@ -662,10 +721,40 @@ es_strategy_arg(FunctionCallInfo fcinfo, int argno)
 	return t;
 }
 
+/*
+ * The retry_delay argument: NULL (retry at the next run) or a positive
+ * interval, for the retry strategy only.
+ */
+static Datum
+es_retry_delay_arg(FunctionCallInfo fcinfo, int argno, const char *strategy)
+{
+	Interval   *delay;
+	Interval	zero = {0};
+
+	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
+		return (Datum) 0;
+	delay = PG_GETARG_INTERVAL_P(argno);
+	if (strcmp(strategy, "retry") != 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retry_delay applies only to the 'retry' error_strategy"),
+				 errdetail("error_strategy is '%s'.", strategy)));
+	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(delay),
+										  IntervalPGetDatum(&zero))) <= 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("retry_delay must be positive"),
+				 errdetail("retry_delay was %s.",
+						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(delay)))),
+				 errhint("Pass NULL to retry at the next run.")));
+	return IntervalPGetDatum(delay);
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_create_projection);
 
 /*
- * create_projection(name, entity_type, handler, error_strategy).  The
+ * create_projection(name, entity_type, handler, error_strategy,
+ * retry_delay).  The
  * creator must own the handler; it runs as its owner, who must be allowed
  * to read the events and execute it.
  */
@@ -677,8 +766,8 @@ eventsourced_create_projection(PG_FUNCTION_ARGS)
 		es_name_arg(fcinfo, 1, "entity_type", ES_MAX_TYPE_LEN);
 	Oid			handler;
 	Oid			runner;
-	Datum		values[7];
-	bool		nulls[7] = {false, type == NULL, false, false, false, false, false};
+	Datum		values[8];
+	bool		nulls[8] = {false, type == NULL, false, false, false, false, false, false};
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -686,6 +775,8 @@ eventsourced_create_projection(PG_FUNCTION_ARGS)
 				 errmsg("projection handler must not be null")));
 	handler = es_check_projection_handler(PG_GETARG_OID(2));
 	values[3] = PointerGetDatum(es_strategy_arg(fcinfo, 3));
+	values[7] = es_retry_delay_arg(fcinfo, 4, TextDatumGetCString(values[3]));
+	nulls[7] = (values[7] == (Datum) 0);
 	PreventCommandIfReadOnly("eventsourced.create_projection()");
 	es_check_handler_owner(handler, "a projection handler");
 	runner = es_function_owner(handler);
@@ -773,6 +864,56 @@ eventsourced_drop_projection(PG_FUNCTION_ARGS)
 	es_projection_for_change(name);
 	values[0] = PointerGetDatum(name);
 	(void) es_exec_as_owner(es_catalog()->projection_state, &delete_projection, values, NULL);
+	PG_RETURN_VOID();
+}
+
+static EsStatement stop_projection = {
+	"UPDATE eventsourced.projection_state SET status = 'stopped', updated_at = pg_catalog.now() "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
+	"AND status OPERATOR(pg_catalog.<>) 'stopped'",
+	1, {TEXTOID}
+};
+
+static EsStatement start_projection = {
+	"UPDATE eventsourced.projection_state SET status = 'running', retries = 0, "
+	"updated_at = pg_catalog.now() "
+	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
+	"AND (status OPERATOR(pg_catalog.<>) 'running' OR retries OPERATOR(pg_catalog.>) 0)",
+	1, {TEXTOID}
+};
+
+/* Set a projection's status by one of the statements above */
+static void
+es_projection_set_status(FunctionCallInfo fcinfo, EsStatement *stmt)
+{
+	text	   *name = es_name_arg(fcinfo, 0, "projection name", ES_MAX_NAME_LEN);
+	Datum		values[1] = {PointerGetDatum(name)};
+
+	es_projection_for_change(name);
+	(void) es_exec_as_owner(es_catalog()->projection_state, stmt, values, NULL);
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_stop_projection);
+
+/* stop_projection(name): no run applies events until it is started again */
+Datum
+eventsourced_stop_projection(PG_FUNCTION_ARGS)
+{
+	es_projection_set_status(fcinfo, &stop_projection);
+	PG_RETURN_VOID();
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_start_projection);
+
+/*
+ * start_projection(name): a stopped or failed projection runs again from
+ * its checkpoint; a failed event is tried again at once, also by one
+ * waiting for its retry_delay
+ */
+Datum
+eventsourced_start_projection(PG_FUNCTION_ARGS)
+{
+	es_projection_set_status(fcinfo, &start_projection);
 	PG_RETURN_VOID();
 }
 
@@ -868,8 +1009,8 @@ void
 es_projection_init(void)
 {
 	DefineCustomIntVariable("eventsourced.projection_max_retries",
-							"Handler failures in a row after which a 'retry' projection stops.",
-							NULL, &es_projection_max_retries, 3, 1, 1000000,
+							"Handler failures in a row after which a 'retry' projection stops (0: retry forever).",
+							NULL, &es_projection_max_retries, 3, 0, 1000000,
 							PGC_SUSET, 0, NULL, NULL, NULL);
 	DefineCustomIntVariable("eventsourced.projection_timeout",
 							"Longest time the background worker lets a batch's handler calls run before the event counts as failed (0: no limit).",

@@ -498,7 +498,6 @@ es_pb_put_event(TupleTableSlot *slot, void *arg)
 	es_pb_put_bytes_field(&p, 9, uuid, uuid_len);
 	es_pb_put_varint_field(&p, 10, recorded);
 	batch->buf.len = p - batch->buf.data;
-	batch->last_position = (int64) position;
 	if (++batch->count == 1)
 		es_pb_presize(batch, size);
 }
@@ -516,10 +515,9 @@ es_pb_feed(const EsFeedRequest *req)
 	initStringInfo(&batch.json);
 	initStringInfo(&batch.meta);
 	appendStringInfoSpaces(&batch.buf, VARHDRSZ);
-	batch.last_position = req->after_position;
 	batch.count = 0;
 	batch.max_count = req->max_count;
-	(void) es_feed_scan(req, es_pb_put_event, &batch);
+	(void) es_feed_scan(req, es_pb_put_event, &batch, &batch.last_position);
 	enlargeStringInfo(&batch.buf, ES_PB_MAX_FIELD_HEAD);
 	p = batch.buf.data + batch.buf.len;
 	es_pb_put_varint_field(&p, 2, (uint64) batch.last_position);

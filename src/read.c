@@ -22,6 +22,26 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
+/* The after_position argument of a feed function, validated */
+static int64
+es_feed_after_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int64		after;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("after_position must not be null"),
+				 errhint("Pass 0 to read from the beginning.")));
+	after = PG_GETARG_INT64(argno);
+	if (after < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_position must not be negative"),
+				 errdetail("after_position was " INT64_FORMAT ".", after)));
+	return after;
+}
+
 /*
  * The arguments of a feed function, validated: (entity_type, after_position,
  * max_count) when by_type, else (after_position, max_count).
@@ -33,17 +53,7 @@ es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req)
 
 	req->entity_type = by_type ?
 		es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN) : NULL;
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("after_position must not be null"),
-				 errhint("Pass 0 to read from the beginning.")));
-	req->after_position = PG_GETARG_INT64(argno);
-	if (req->after_position < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("after_position must not be negative"),
-				 errdetail("after_position was " INT64_FORMAT ".", req->after_position)));
+	req->after_position = es_feed_after_arg(fcinfo, argno);
 	if (PG_ARGISNULL(argno + 1))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
@@ -54,6 +64,21 @@ es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req)
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
 				 errmsg("max_count must not be negative"),
 				 errdetail("max_count was %d.", req->max_count)));
+}
+
+/*
+ * Where a reader resumes after a read that returned count events, the last
+ * at position last, from a scan bounded by horizon: after the last event
+ * when the page is full (more may follow), else just below the horizon,
+ * since every event of the request below it was returned and every later
+ * commit gets a position at or above it; never before after_position.
+ */
+static int64
+es_feed_resume(const EsFeedRequest *req, int32 count, int64 last, int64 horizon)
+{
+	if (count > 0 && count >= req->max_count)
+		return last;
+	return Max(req->after_position, horizon - 1);
 }
 
 /* Where an SRF puts its rows */
@@ -132,7 +157,7 @@ static const char *const feed_policy_sql[2] = {
  * as the index scan, so paging never skips an event either.
  */
 static int32
-es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
+es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int64 *resume)
 {
 	static const Oid argtypes[4] = {INT8OID, INT8OID, INT8OID, TEXTOID};
 	MemoryContext caller_cxt = CurrentMemoryContext;
@@ -143,6 +168,7 @@ es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 	SPIPlanPtr	plan;
 	TupleTableSlot *slot;
 	uint64		n;
+	int64		last = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -165,12 +191,14 @@ es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 
 		ExecStoreHeapTuple(SPI_tuptable->vals[i], slot, false);
 		slot_getallattrs(slot);
+		last = DatumGetInt64(slot->tts_values[Anum_es_events_position - 1]);
 		old = MemoryContextSwitchTo(caller_cxt);
 		emit(slot, arg);
 		MemoryContextSwitchTo(old);
 	}
 	ExecDropSingleTupleTableSlot(slot);
 	SPI_finish();
+	*resume = es_feed_resume(req, (int32) n, last, horizon);
 	return (int32) n;
 }
 
@@ -207,10 +235,11 @@ es_feed_index(const EsFeedRequest *req, Relation *index, ScanKeyData *keys, int 
  * each event (a slot of the events table, all attributes deformed) to emit.
  * On the position index, entries of other types are skipped on the index
  * tuple alone; only wanted entries visit the table (and its visibility
- * check).  Returns the number of events emitted.
+ * check).  Returns the number of events emitted, and sets *resume (if not
+ * NULL) to where the reader resumes (es_feed_resume).
  */
 int32
-es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
+es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int64 *resume)
 {
 	const EsCatalog *cat = es_catalog();
 	Relation	events;
@@ -221,13 +250,18 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 	int			nkeys;
 	AttrNumber	posatt;
 	int64		horizon;
+	int64		last = 0;
+	int64		ignored;
 	Snapshot	snap;
 	int32		count = 0;
 
+	if (resume == NULL)
+		resume = &ignored;
+	*resume = req->after_position;
 	if (req->max_count == 0)
 		return 0;
 	if (check_enable_rls(cat->events, InvalidOid, false) == RLS_ENABLED)
-		return es_feed_scan_policies(req, emit, arg);
+		return es_feed_scan_policies(req, emit, arg, resume);
 
 	events = table_open(cat->events, AccessShareLock);
 	es_check_shape(events, Natts_es_events, es_events_types);
@@ -242,13 +276,15 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 		   index_getnext_tid(scan, ForwardScanDirection) != NULL)
 	{
 		bool		isnull;
+		int64		pos = DatumGetInt64(index_getattr(scan->xs_itup, posatt, scan->xs_itupdesc, &isnull));
 
-		if (DatumGetInt64(index_getattr(scan->xs_itup, posatt, scan->xs_itupdesc, &isnull)) >= horizon)
+		if (pos >= horizon)
 			break;
 		if ((posatt == 1 && !es_feed_entry_matches(scan, req)) || !index_fetch_heap(scan, slot))
 			continue;
 		slot_getallattrs(slot);
 		emit(slot, arg);
+		last = pos;
 		count++;
 	}
 	index_endscan(scan);
@@ -256,6 +292,7 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg)
 	UnregisterSnapshot(snap);
 	index_close(index, AccessShareLock);
 	table_close(events, AccessShareLock);
+	*resume = es_feed_resume(req, count, last, horizon);
 	return count;
 }
 
@@ -271,7 +308,7 @@ es_feed_read(FunctionCallInfo fcinfo, const EsFeedRequest *req)
 	srf.with_type = (req->entity_type == NULL);
 	srf.store = rsinfo->setResult;
 	srf.desc = rsinfo->setDesc;
-	(void) es_feed_scan(req, es_feed_emit, &srf);
+	(void) es_feed_scan(req, es_feed_emit, &srf, NULL);
 }
 
 PG_FUNCTION_INFO_V1(eventsourced_events_by_type);
@@ -298,4 +335,37 @@ eventsourced_read_all(PG_FUNCTION_ARGS)
 	es_feed_args(fcinfo, false, &req);
 	es_feed_read(fcinfo, &req);
 	return (Datum) 0;
+}
+
+/* Remember the position of the one event a checkpoint probe finds */
+static void
+es_feed_note_position(TupleTableSlot *slot, void *arg)
+{
+	*(int64 *) arg = DatumGetInt64(slot->tts_values[Anum_es_events_position - 1]);
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_feed_checkpoint);
+
+/*
+ * feed_checkpoint(entity_type, after_position): the highest position a
+ * reader of the type (NULL: of every type) at after_position may resume
+ * from without missing an event, now or later: just below the next event
+ * it has not read, or just below the horizon.  An idle reader moves its
+ * checkpoint there, so its next poll starts past what held nothing for it.
+ */
+Datum
+eventsourced_feed_checkpoint(PG_FUNCTION_ARGS)
+{
+	EsFeedRequest req;
+	int64		next = 0;
+	int64		resume;
+
+	req.entity_type = PG_ARGISNULL(0) ? NULL :
+		es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
+	req.after_position = es_feed_after_arg(fcinfo, 1);
+	req.max_count = 1;
+	es_check_select(es_catalog()->events);
+	if (es_feed_scan(&req, es_feed_note_position, &next, &resume) > 0)
+		resume = next - 1;
+	PG_RETURN_INT64(resume);
 }

@@ -3,11 +3,13 @@
  *		Reads a whole entity type from the feed with libpq, as rows
  *		(events_by_type, text format) or as protobuf batches
  *		(events_by_type_pb, decoded with protobuf-c into an arena that is
- *		emptied after each batch), and prints
+ *		emptied after each batch), or, as the baseline, the same pages of
+ *		rows from the plain table bench.plain_feed (a copy of the events
+ *		indexed on (entity_type, position), as Message DB reads), and prints
  *		"events seconds bytes": the bytes are the result values plus the
  *		DataRow framing the server sends for them.
  *
- *		usage: feed_read CONNSTR ENTITY_TYPE rows|pb BATCH
+ *		usage: feed_read CONNSTR ENTITY_TYPE rows|pb|plain BATCH
  */
 #include <stdio.h>
 #include <stdlib.h>
@@ -93,17 +95,22 @@ static Arena arena = {.size = 1 << 20};
 static long long checksum;		/* keeps the decoding from being optimized away */
 static ProtobufCAllocator arena_allocator = {arena_alloc, arena_free, &arena};
 
+static int	plain_wanted;		/* the baseline's table exists only where it is read */
+
 /* Prepare the page query of each format once, as a consumer would */
 static void
 prepare(PGconn *conn)
 {
-	static const char *const names[] = {"rows", "pb"};
+	static const char *const names[] = {"rows", "pb", "plain"};
 	static const char *const sql[] = {
 		"SELECT * FROM eventsourced.events_by_type($1, $2, $3)",
-		"SELECT eventsourced.events_by_type_pb($1, $2, $3)"
+		"SELECT eventsourced.events_by_type_pb($1, $2, $3)",
+		"SELECT position, entity_id, seq_no, event_type, payload, metadata, event_id, "
+		"recorded_at, payload_bytes FROM bench.plain_feed "
+		"WHERE entity_type = $1 AND position > $2 ORDER BY position LIMIT $3"
 	};
 
-	for (int i = 0; i < 2; i++)
+	for (int i = 0; i < (plain_wanted ? 3 : 2); i++)
 	{
 		PGresult   *res = PQprepare(conn, names[i], sql[i], 3, NULL);
 
@@ -163,7 +170,7 @@ decode_row(PGresult *res, int r)
 static int
 read_rows(PGconn *conn, const char *type, long long *after, const char *batch, long long *bytes)
 {
-	PGresult   *res = page(conn, "rows", type, *after, batch, 0);
+	PGresult   *res = page(conn, plain_wanted ? "plain" : "rows", type, *after, batch, 0);
 	int			n = PQntuples(res);
 	int			ncols = PQnfields(res);
 
@@ -217,10 +224,11 @@ main(int argc, char **argv)
 
 	if (argc != 5)
 	{
-		fprintf(stderr, "usage: feed_read CONNSTR ENTITY_TYPE rows|pb BATCH\n");
+		fprintf(stderr, "usage: feed_read CONNSTR ENTITY_TYPE rows|pb|plain BATCH\n");
 		return 2;
 	}
 	pb = strcmp(argv[3], "pb") == 0;
+	plain_wanted = strcmp(argv[3], "plain") == 0;
 	conn = PQconnectdb(argv[1]);
 	if (PQstatus(conn) != CONNECTION_OK)
 	{

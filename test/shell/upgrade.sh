@@ -1,11 +1,13 @@
 #!/usr/bin/env bash
-# checks: 23 (test/run fails when a different number of checks ran)
+# checks: 28 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
 # 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
 # keep working, registrations get the extension's owner.  From 0.2.0 to
 # 0.3.0: a store written by 0.2.0 reads the same feed before (this library
-# with 0.2.0's tables) and after the update.  The upgraded tables, indexes
-# and views are the same as a new installation's.  Uses PGHOST/PGPORT/PGUSER.
+# with 0.2.0's tables) and after the update.  To 0.4.0: projections refuse
+# to run until the update (their table changed), then go on, stop and
+# start; the lag is in positions.  The upgraded tables, indexes and views
+# are the same as a new installation's.  Uses PGHOST/PGPORT/PGUSER.
 set -u
 db=es_upgrade_test
 fresh=es_upgrade_fresh
@@ -68,25 +70,29 @@ check "a projection keeps its creator as owner" \
       "$(q "SELECT owner FROM eventsourced.projections WHERE name = 'seen'")" "es_u_app"
 check "events appended before the update are folded by a command" \
       "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a1', 'Add', '{\"n\": 10}')")" "4 16"
-# 0.2.0 reads the feed with the handler owner's rights: grant it SELECT
-q "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT SELECT ON eventsourced.events TO es_u_app" >/dev/null
-check "the projection applies every event" "$(q "SELECT eventsourced.run_projection('seen')")" "4"
-check "as its handler's owner" "$(q "SELECT string_agg(DISTINCT who, ',') FROM seen")" "es_u_app"
-check "a projection whose handler belongs to a stronger role than its creator is refused" \
-      "$(psql -X -q -t -A -d $db -c "SELECT eventsourced.run_projection('seen_su')" 2>&1 | grep -c 'whose rights its registrant')" "1"
 check "eventsourced.caller() exists" "$(q "SELECT eventsourced.caller() = current_user")" "t"
 check "another role cannot replace an upgraded registration" \
-      "$(psql -X -q -t -A -d $db -c "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA eventsourced TO es_u_app;
+      "$(psql -X -q -t -A -d $db -c "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT SELECT ON eventsourced.events TO es_u_app;
+           GRANT EXECUTE ON ALL FUNCTIONS IN SCHEMA eventsourced TO es_u_app;
            SET ROLE es_u_app;
            CREATE FUNCTION u.f2(state jsonb, event_type text, payload jsonb) RETURNS jsonb LANGUAGE sql RETURN state;
            SELECT eventsourced.register_entity('acc', 'u.f2(jsonb,text,jsonb)')" 2>&1 | grep -c 'belongs to another role')" "1"
 check "appends go on after the update" \
       "$(q "SELECT eventsourced.append('acc', 'a1', 4, 'Added', '{\"n\": 1}')")" "5"
 
+# This library runs projections from 0.4.0 on (their table has changed).
 q "ALTER EXTENSION eventsourced UPDATE"
-check "the update goes on to 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.3.0"
+check "the update goes on to 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.4.0"
+# 0.2.0 reads the feed with the handler owner's rights: grant it SELECT
+q "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT SELECT ON eventsourced.events TO es_u_app" >/dev/null
+check "the projection applies every event" "$(q "SELECT eventsourced.run_projection('seen')")" "5"
+check "as its handler's owner" "$(q "SELECT string_agg(DISTINCT who, ',') FROM seen")" "es_u_app"
+check "a projection whose handler belongs to a stronger role than its creator is refused" \
+      "$(psql -X -q -t -A -d $db -c "SELECT eventsourced.run_projection('seen_su')" 2>&1 | grep -c 'whose rights its registrant')" "1"
 
-# 0.2.0 to 0.3.0: a store of several types, one of them rare, written by 0.2.0.
+# 0.2.0 to 0.3.0 to 0.4.0: a store of several types, one of them rare,
+# written by 0.2.0, with a projection 3 events into the rare type (its row
+# written as 0.2.0 wrote it: this library's create_projection needs 0.4.0).
 createdb $db2
 q "CREATE EXTENSION eventsourced VERSION '0.2.0'" $db2
 q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', jsonb_build_object('i', 0));
@@ -95,8 +101,11 @@ q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', jsonb_build_object('i', 0
 q "CREATE TABLE seen (pos bigint);
    CREATE FUNCTION see(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
    RETURNS void LANGUAGE sql AS 'INSERT INTO seen VALUES (pos)';
-   SELECT eventsourced.create_projection('rare', 'rare', 'see(text,bigint,text,jsonb,bigint)');
-   SELECT eventsourced.run_projection('rare', 3)" $db2 >/dev/null
+   INSERT INTO seen SELECT position FROM eventsourced.events WHERE entity_type = 'rare' ORDER BY position LIMIT 3;
+   INSERT INTO eventsourced.projection_state (name, entity_type, handler, error_strategy, owner, checkpoint,
+                                              events_applied, search_path, handler_owner)
+   SELECT 'rare', 'rare', 'public.see(text,bigint,text,jsonb,bigint)', 'stop', 'postgres', max(pos), 3,
+          '\"\$user\", public, pg_temp', 'postgres' FROM seen" $db2 >/dev/null
 feeds="SELECT md5(string_agg(f, ';')) FROM (
          SELECT (SELECT string_agg(position || ' ' || entity_id || ' ' || seq_no || ' ' || payload::text, ',')
                    FROM eventsourced.events_by_type('rare', 0, 1000)) AS f
@@ -106,20 +115,37 @@ before=$(q "$feeds" $db2)
 lag_before=$(q "SELECT lag FROM eventsourced.projections WHERE name = 'rare'" $db2)
 check "this library reads a 0.2.0 store's type feeds (7 rare events, 4 not yet applied)" \
       "$(q "SELECT count(*) FROM eventsourced.events_by_type('rare', 0, 1000)" $db2) $lag_before" "7 4"
-q "ALTER EXTENSION eventsourced UPDATE" $db2
+check "it runs no projection of a 0.2.0 store before the update, with a clear error" \
+      "$(psql -X -q -t -A -d $db2 -v VERBOSITY=verbose -c "SELECT eventsourced.run_projection('rare')" 2>&1 | grep -o '55000\|ALTER EXTENSION eventsourced UPDATE' | sort -u | tr '\n' ' ')" \
+      "55000 ALTER EXTENSION eventsourced UPDATE "
+q "ALTER EXTENSION eventsourced UPDATE TO '0.3.0'" $db2
 check "0.2.0 updates to 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.3.0"
 check "the feeds read the same after the update" "$(q "$feeds" $db2)" "$before"
 check "a projection's lag is the same after the update" \
       "$(q "SELECT lag FROM eventsourced.projections WHERE name = 'rare'" $db2)" "$lag_before"
+q "ALTER EXTENSION eventsourced UPDATE" $db2
+check "0.3.0 updates to 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.4.0"
+check "the feeds read the same after the 0.4.0 update" "$(q "$feeds" $db2)" "$before"
+check "the lag is now the positions from the checkpoint to the newest event of the type" \
+      "$(q "SELECT lag = (SELECT max(position) FROM eventsourced.events WHERE entity_type = 'rare') - checkpoint
+              AND lag > 0 FROM eventsourced.projections WHERE name = 'rare'" $db2)" "t"
 check "the projection goes on after the update" \
       "$(q "SELECT eventsourced.run_projection('rare')" $db2) $(q "SELECT count(*) FROM seen" $db2)" "4 7"
 q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', '{}')" $db2 >/dev/null
-check "appends go on after the 0.3.0 update" \
+check "appends go on after the 0.4.0 update" \
       "$(q "SELECT eventsourced.run_projection('rare')" $db2) $(q "SELECT count(*) FROM seen" $db2)" "1 8"
+check "an upgraded projection stops and starts, and readers resume at feed_checkpoint()" \
+      "$(q "SELECT eventsourced.stop_projection('rare');
+            SELECT eventsourced.append('rare', 'r1', NULL, 'E', '{}');
+            SELECT eventsourced.run_projection('rare');
+            SELECT eventsourced.start_projection('rare');
+            SELECT eventsourced.run_projection('rare');
+            SELECT count(*) || ' ' || (eventsourced.feed_checkpoint('rare', 0) = (SELECT min(position) - 1
+                   FROM eventsourced.events WHERE entity_type = 'rare')) FROM seen" $db2 2>/dev/null | tail -2 | tr '\n' ' ')" "1 9 true "
 
 createdb $fresh
 q "CREATE EXTENSION eventsourced" $fresh
-check "a new installation is at 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.3.0"
+check "a new installation is at 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.4.0"
 check "the upgraded tables have the columns of a new installation" \
       "$(q "$shape" | md5sum)" "$(q "$shape" $fresh | md5sum)"
 check "the upgraded indexes and views are a new installation's" \
