@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 29 (test/run fails when a different number of checks ran)
+# checks: 30 (test/run fails when a different number of checks ran)
 # The launcher: with the library preloaded and no worker setting at all,
 # every database where the extension exists gets its workers, found at
 # start and learnt of afterwards; statements that need a database to
@@ -83,6 +83,10 @@ check "the template's workers come back" "$(workers l_app "1 1")" "1 1"
 check "ALTER DATABASE ... RENAME of a served database works" \
       "$(q postgres "ALTER DATABASE l_copy RENAME TO l_renamed" 2>&1 && echo done)" "done"
 check "the renamed database gets its workers back" "$(workers l_renamed "1 1")" "1 1"
+mkdir "$work/ts" && chown postgres: "$work/ts" 2>/dev/null
+q postgres "CREATE TABLESPACE l_ts LOCATION '$work/ts'" >/dev/null
+check "ALTER DATABASE ... SET TABLESPACE of a served database works, and the workers come back" \
+      "$(q postgres "ALTER DATABASE l_renamed SET TABLESPACE l_ts" 2>&1 && workers l_renamed "1 1")" "1 1"
 # its worker busy in a slow handler when the DROP comes
 q l_renamed "SELECT eventsourced.append('thing', 't2', NULL, 'E', '{\"sleep\": 60}')" >/dev/null
 busy=$(wait_for "SELECT count(*) FROM pg_stat_activity WHERE datname = 'l_renamed' AND backend_type = 'eventsourced worker' AND state = 'active'" 1)
