@@ -707,7 +707,10 @@ es_launcher_observe(void)
 		{
 			if (db != NULL && db->state == ES_DB_PROBE && db->slot[0] == i &&
 				es_slot_state(i) == ES_SLOT_SERVING)
+			{
 				db->state = ES_DB_SERVED;
+				db->probe_again = false;
+			}
 			continue;
 		}
 		pfree(ls->handle);
