@@ -22,11 +22,13 @@ ALTER TABLE eventsourced.projection_state
     ADD CONSTRAINT projection_state_status_check
         CHECK (status OPERATOR(pg_catalog.=) ANY (ARRAY['running', 'failed', 'stopped']));
 
-DROP FUNCTION eventsourced.create_projection(text, text, regprocedure, text);
+-- The retry delay is a fifth argument of an overload without defaults, so
+-- that calls with three or four arguments, grants on the four-argument
+-- function and functions that call it stay as they are.
 CREATE FUNCTION eventsourced.create_projection(name text, entity_type text,
                                                handler regprocedure,
-                                               error_strategy text DEFAULT 'stop',
-                                               retry_delay interval DEFAULT NULL)
+                                               error_strategy text,
+                                               retry_delay interval)
     RETURNS void
     AS 'MODULE_PATHNAME', 'eventsourced_create_projection'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;

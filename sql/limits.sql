@@ -66,3 +66,30 @@ ALTER TABLE eventsourced.events ADD COLUMN extra int;                       -- 0
 -- nothing above wrote an event it refused
 SELECT entity_id, count(*) FROM eventsourced.events
  WHERE entity_type = 'lim' AND entity_id IN ('x', 'o2', 'o3', 'ro', 'p', 's') GROUP BY 1;
+
+-- The last positions: the largest bigint is never handed out (the horizon
+-- is one above the highest position), with or without the library
+-- preloaded (whose block of 1,024 positions runs out first).  In a
+-- database of its own, since its sequence ends at the limit.
+CREATE DATABASE es_limits_positions;
+\c es_limits_positions
+SET client_min_messages = warning;
+CREATE EXTENSION eventsourced;
+RESET client_min_messages;
+SELECT eventsourced.append('edge', 'e', 0, 'E', '{}');
+SELECT setval('eventsourced.events_position_seq', 9223372036854775806) > 0 AS moved;
+\set VERBOSITY default
+DO $$
+BEGIN
+    FOR i IN 1..2000 LOOP
+        PERFORM eventsourced.append('edge', 'e' || i, 0, 'E', '{}');
+    END LOOP;
+EXCEPTION WHEN sequence_generator_limit_exceeded THEN
+    RAISE NOTICE 'exhausted: %', SQLERRM;
+END $$;
+\set VERBOSITY sqlstate
+SELECT count(*), eventsourced.feed_horizon() > max(position) AS horizon_above
+  FROM eventsourced.events;
+SELECT entity_id FROM eventsourced.events_by_type('edge');
+\c contrib_regression
+DROP DATABASE es_limits_positions;

@@ -163,6 +163,8 @@ SELECT eventsourced.drop_projection('nope');
 SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'stop', '1 minute');
 SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', '0');
 SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', '-1 second');
+SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', '367 days');
+SELECT eventsourced.create_projection('x', 'meter', 'proj_add(text,bigint,text,jsonb,bigint)', 'retry', 'infinity');
 SELECT eventsourced.stop_projection('nope');
 SELECT eventsourced.stop_projection(NULL);
 SELECT eventsourced.start_projection('nope');
@@ -212,6 +214,27 @@ SELECT status, retries FROM eventsourced.projections WHERE name = 'idle';
 SELECT eventsourced.run_projection('idle');
 SELECT status FROM eventsourced.projections WHERE name = 'idle';
 SELECT eventsourced.drop_projection('idle');
+
+-- an append and a run in one statement: the run applies the append
+SELECT eventsourced.create_projection('same_stmt', 'stmt_p', 'proj_add(text,bigint,text,jsonb,bigint)');
+WITH a AS (SELECT eventsourced.append('stmt_p', 's1', NULL, 'Read', '{"n": 1}') AS s)
+SELECT s, eventsourced.run_projection('same_stmt') FROM a;
+SELECT eventsourced.append('stmt_p', 's1', NULL, 'Read', '{"n": 2}');
+SELECT eventsourced.run_projection('same_stmt');
+SELECT * FROM proj_totals WHERE id = 's1';
+-- reset keeps a stopped projection stopped
+SELECT eventsourced.stop_projection('same_stmt');
+SELECT eventsourced.reset_projection('same_stmt');
+SELECT status, checkpoint FROM eventsourced.projections WHERE name = 'same_stmt';
+-- a handler may not stop (start, reset, drop) a projection
+CREATE FUNCTION proj_stopper(entity_id text, seq_no bigint, event_type text,
+                             payload jsonb, pos bigint) RETURNS void
+LANGUAGE sql AS $$ SELECT eventsourced.stop_projection('stopper') $$;
+SELECT eventsourced.create_projection('stopper', 'stmt_p', 'proj_stopper(text,bigint,text,jsonb,bigint)', 'skip');
+SELECT eventsourced.run_projection('stopper');
+SELECT status, errors, last_error FROM eventsourced.projections WHERE name = 'stopper';
+SELECT eventsourced.drop_projection('stopper');
+SELECT eventsourced.drop_projection('same_stmt');
 
 -- retry with a delay: after a failure the event is not tried again before
 -- retry_delay has passed; projection_max_retries = 0 retries forever

@@ -91,6 +91,14 @@ SELECT entity_id FROM eventsourced.events_by_type('user') ORDER BY position;
 ROLLBACK;
 SELECT entity_id FROM eventsourced.events_by_type('user') ORDER BY position;
 
+-- an append and a feed read in one statement: the read sees the append,
+-- so its checkpoint does not pass it
+SELECT eventsourced.append('stmt', 'r1', NULL, 'E', '{}') AS s,
+       eventsourced.feed_checkpoint('stmt', 0) AS cp \gset
+SELECT :cp = (SELECT position - 1 FROM eventsourced.events WHERE entity_type = 'stmt') AS stops_before_it;
+WITH a AS (SELECT eventsourced.append('stmt', 'r2', NULL, 'E', '{}') AS s)
+SELECT s, length(eventsourced.events_by_type_pb('stmt', :cp)) > 20 AS batch_has_events FROM a;
+
 -- Bad input
 SELECT eventsourced.feed_checkpoint('cart', NULL);
 SELECT eventsourced.feed_checkpoint('cart', -1);

@@ -336,6 +336,13 @@ es_feed_snapshot(int64 *horizon)
 				 errdetail("The publisher's transactions arrive in commit order; which positions are still in flight is known only on the publisher."),
 				 errhint("Read events_by_type() and read_all() on the publisher; "
 						 "events_by_id() and last_seq_no() work here.")));
+	/*
+	 * This transaction's appends of the current command (an append and a
+	 * read in one statement) count in the horizon: make them visible to
+	 * the scan, or a reader would resume past events it did not see.
+	 */
+	if (announced)
+		CommandCounterIncrement();
 	if (feed_shared != NULL)
 	{
 		*horizon = es_feed_shared_horizon();

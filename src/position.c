@@ -289,6 +289,22 @@ es_position_prepare(Oid seqid)
 		(void) es_position_refill(r, seqid);
 }
 
+/*
+ * One position straight from the sequence.  The largest bigint is never
+ * handed out: the feed's horizon is one above the highest position.
+ */
+static int64
+es_position_from_sequence(Oid seqid)
+{
+	int64		pos = nextval_internal(seqid, false);
+
+	if (pos == PG_INT64_MAX)
+		ereport(ERROR,
+				(errcode(ERRCODE_SEQUENCE_GENERATOR_LIMIT_EXCEEDED),
+				 errmsg("event positions are exhausted")));
+	return pos;
+}
+
 /* The next position of this database, from shared memory or the sequence */
 int64
 es_position_next(Oid seqid)
@@ -297,10 +313,10 @@ es_position_next(Oid seqid)
 	int64		pos;
 
 	if (r == NULL)
-		return nextval_internal(seqid, false);
+		return es_position_from_sequence(seqid);
 	while (!es_position_take(r, seqid, &pos))
 		if (!es_position_refill(r, seqid))
-			return nextval_internal(seqid, false);
+			return es_position_from_sequence(seqid);
 	return pos;
 }
 

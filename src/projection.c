@@ -137,7 +137,8 @@ static EsStatement update_projection = {
 };
 
 static EsStatement reset_projection = {
-	"UPDATE eventsourced.projection_state SET checkpoint = $2, status = 'running', "
+	"UPDATE eventsourced.projection_state SET checkpoint = $2, "
+	"status = CASE status WHEN 'stopped' THEN 'stopped' ELSE 'running' END, "
 	"retries = 0, last_error = NULL, last_error_position = NULL, updated_at = pg_catalog.now() "
 	"WHERE name OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\"",
 	2, {TEXTOID, INT8OID}
@@ -464,7 +465,7 @@ es_apply_each(EsProjection *p, const EsFeedEvent *events, int n, TimestampTz dea
 			out->checkpoint = events[i].position;
 			continue;
 		}
-		out->retries = (p->strategy == 'r') ? p->retries + 1 : 0;
+		out->retries = (p->strategy == 'r') ? p->retries + (p->retries < PG_INT32_MAX) : 0;
 		out->failed = (p->strategy == 's' ||
 					   (es_projection_max_retries > 0 && out->retries >= es_projection_max_retries));
 		return;
@@ -730,6 +731,7 @@ es_retry_delay_arg(FunctionCallInfo fcinfo, int argno, const char *strategy)
 {
 	Interval   *delay;
 	Interval	zero = {0};
+	Interval	longest = {.day = 366};
 
 	if (PG_NARGS() <= argno || PG_ARGISNULL(argno))
 		return (Datum) 0;
@@ -740,10 +742,12 @@ es_retry_delay_arg(FunctionCallInfo fcinfo, int argno, const char *strategy)
 				 errmsg("retry_delay applies only to the 'retry' error_strategy"),
 				 errdetail("error_strategy is '%s'.", strategy)));
 	if (DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(delay),
-										  IntervalPGetDatum(&zero))) <= 0)
+										  IntervalPGetDatum(&zero))) <= 0 ||
+		DatumGetInt32(DirectFunctionCall2(interval_cmp, IntervalPGetDatum(delay),
+										  IntervalPGetDatum(&longest))) > 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("retry_delay must be positive"),
+				 errmsg("retry_delay must be positive and at most 366 days"),
 				 errdetail("retry_delay was %s.",
 						   DatumGetCString(DirectFunctionCall1(interval_out, IntervalPGetDatum(delay)))),
 				 errhint("Pass NULL to retry at the next run.")));
@@ -824,6 +828,11 @@ es_projection_for_change(text *name)
 {
 	EsProjection p;
 
+	if (run_in_progress)
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_IN_USE),
+				 errmsg("a projection cannot be changed while a projection runs in this session"),
+				 errdetail("It was called from a projection handler, or from code it runs.")));
 	(void) es_lock_projection(name, false);
 	if (!es_read_projection(name, &p))
 		es_report_no_projection(name);

@@ -25,7 +25,8 @@ es_install_packages() {
     local need=() p
     for p in postgresql-15 postgresql-server-dev-15 postgresql-contrib libpq-dev \
              libprotobuf-dev protobuf-compiler xxd \
-             libprotobuf-c-dev protobuf-c-compiler make gcc perl; do
+             libprotobuf-c-dev protobuf-c-compiler make gcc perl \
+             postgresql-15-plproxy; do
         dpkg -s "$p" >/dev/null 2>&1 || need+=("$p")
     done
     if [ ${#need[@]} -gt 0 ]; then
@@ -59,6 +60,12 @@ es_private_tree() {
         cp -a "$(dirname "$pkglibdir")/." "$dir$(dirname "$pkglibdir")/" &&
             cp -a "$sharedir/." "$dir$sharedir/" || return 1
         chmod 755 "$dir"
+    fi
+    # A tree copied before PL/Proxy was installed lacks it (test/shell/scale.sh
+    # needs it): copy its files too.
+    if [ -e "$sharedir/extension/plproxy.control" ] && [ ! -e "$dir$sharedir/extension/plproxy.control" ]; then
+        cp -a "$sharedir"/extension/plproxy[-.]* "$dir$sharedir/extension/" &&
+            cp -a "$pkglibdir/plproxy.so" "$dir$pkglibdir/" || return 1
     fi
     ES_DESTDIR=$dir
     ES_PGBIN=$dir$bindir

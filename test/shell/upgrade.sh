@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 28 (test/run fails when a different number of checks ran)
+# checks: 29 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
 # 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
 # keep working, registrations get the extension's owner.  From 0.2.0 to
@@ -123,7 +123,14 @@ check "0.2.0 updates to 0.3.0" "$(q "SELECT extversion FROM pg_extension WHERE e
 check "the feeds read the same after the update" "$(q "$feeds" $db2)" "$before"
 check "a projection's lag is the same after the update" \
       "$(q "SELECT lag FROM eventsourced.projections WHERE name = 'rare'" $db2)" "$lag_before"
+# a grant on create_projection and a function that calls it survive the update
+q "GRANT EXECUTE ON FUNCTION eventsourced.create_projection(text, text, regprocedure, text) TO es_u_app;
+   CREATE FUNCTION make_projection(n text) RETURNS void LANGUAGE sql
+   BEGIN ATOMIC SELECT eventsourced.create_projection(n, 'rare', 'see(text,bigint,text,jsonb,bigint)'); END" $db2 >/dev/null
 q "ALTER EXTENSION eventsourced UPDATE" $db2
+check "the grant on create_projection and its callers survive the 0.4.0 update" \
+      "$(q "SELECT has_function_privilege('es_u_app', 'eventsourced.create_projection(text,text,regprocedure,text)', 'EXECUTE')
+              || ' ' || (to_regprocedure('make_projection(text)') IS NOT NULL)" $db2)" "true true"
 check "0.3.0 updates to 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.4.0"
 check "the feeds read the same after the 0.4.0 update" "$(q "$feeds" $db2)" "$before"
 check "the lag is now the positions from the checkpoint to the newest event of the type" \

@@ -1,0 +1,327 @@
+#!/usr/bin/env bash
+# checks: 29 (test/run fails when a different number of checks ran)
+# The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
+# shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
+# this test checks through the proxy: the hash against its test vectors and
+# an independent md5sum, routing, the append and command regression files
+# compared statement by statement with a direct server (the only differences
+# being the documented ones), SC001 with its DETAIL, the append_conflict and
+# command_serialize interleavings (a shard-side transaction holds the
+# entity while proxy clients wait), administrative calls on every shard,
+# what differs (ROLLBACK, LISTEN), roles reaching the shards as themselves,
+# the cross-shard feed under concurrent writers, and one shard stopped and
+# restarted.  Waits are bounded, never timed.  Uses PGHOST/PGPORT/PGUSER for
+# the direct server of the comparisons.
+set -u
+root=$(cd "$(dirname "$0")/../.." && pwd)
+. "$root/test/cluster.sh"
+work=$(mktemp -d /tmp/es_scale.XXXXXX)
+chmod 755 "$work"
+direct_db=es_scale_direct
+export ES_SCALE_PORT=${ES_SCALE_PORT:-$((PGPORT + 2))}
+cleanup() {
+    jobs -p | xargs -r kill 2>/dev/null
+    "$root/test/scale/cluster" stop "$work/set"
+    psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $direct_db WITH (FORCE)" >/dev/null 2>&1
+    rm -rf "$work"
+}
+trap cleanup EXIT
+check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
+    if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
+}
+
+if ! timeout 120 "$root/test/scale/cluster" start "$work/set" --shards 2 --partitions 16 >"$work/start.log" 2>&1; then
+    cat "$work/start.log"
+    check "scale set-up starts" "failed" "started"
+    exit 1
+fi
+check "scale set-up starts" "started" "started"
+. "$work/set/env"
+proxy="host=$PROXY_HOST port=$PROXY_PORT dbname=es user=postgres"
+shard=()
+for i in 0 1; do shard+=("host=${SHARD_HOSTS[$i]} port=${SHARD_PORTS[$i]} dbname=${SHARD_DBS[$i]} user=postgres"); done
+# q CONNSTR SQL: tuples only, unaligned, errors on stderr
+q() { timeout 60 psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
+# The SQLSTATE, message and DETAIL a statement fails with, one line.
+err() { timeout 60 psql -X -q -t -A -v VERBOSITY=verbose -v SHOW_CONTEXT=never -d "$1" -c "$2" 2>&1 |
+        grep -E '^(ERROR|DETAIL):' | tr '\n' ' ' | sed 's/ *$//'; }
+
+# --- the hash: the documented vectors, and md5sum computing the same
+hash_sh() {   # hash_sh TYPE ID: entity_hash computed by md5sum
+    local hex v
+    hex=$(printf '%s:%s%s' "$(printf %s "$1" | wc -c)" "$1" "$2" | md5sum | cut -c1-8)
+    v=$((16#$hex)); [ $v -ge 2147483648 ] && v=$((v - 4294967296))
+    echo $v
+}
+vectors=$(q "$proxy" "SELECT string_agg(eventsourced.entity_hash(t, i)::text, ' ' ORDER BY n)
+    FROM (VALUES (1, 'account', 'a1'), (2, 'counter', 'c1'), (3, 'a', 'bc'), (4, 'ab', 'c'),
+                 (5, 'zähler', 'ü-1'), (6, 't', '')) v(n, t, i)")
+check "entity_hash gives the documented test vectors" "$vectors" \
+      "-711212221 -155558567 895546579 636432119 984423525 1524745275"
+check "md5sum computes the same hashes" \
+      "$(hash_sh account a1) $(hash_sh counter c1) $(hash_sh a bc) $(hash_sh ab c) $(hash_sh zähler ü-1) $(hash_sh t '')" "$vectors"
+
+# --- routing: each entity lands on the shard holding its partition
+q "$proxy" "SELECT eventsourced.append('route', 'e' || i, 0, 'E', '{}') FROM generate_series(1, 40) i" >/dev/null
+expected=$(q "$proxy" "SELECT string_agg(i || '@' || s.shard, ' ' ORDER BY i)
+    FROM generate_series(1, 40) i, eventsourced.shards() s
+   WHERE eventsourced.entity_partition('route', 'e' || i) = ANY (s.partitions)")
+actual=$( { q "${shard[0]}" "SELECT substr(entity_id, 2) || '@0' FROM eventsourced.events WHERE entity_type = 'route'"
+            q "${shard[1]}" "SELECT substr(entity_id, 2) || '@1' FROM eventsourced.events WHERE entity_type = 'route'"; } |
+          sort -n | tr '\n' ' ' | sed 's/ $//')
+check "each entity is stored on the shard of its partition (both shards used)" \
+      "$actual|$(echo "$actual" | grep -c '@0').$(echo "$actual" | grep -c '@1')" "$expected|1.1"
+
+# append_pb: routed by the entity read from the EventBatch's bytes (half of
+# the batches start with an unknown fixed64 field, which protobuf skips)
+q "$proxy" "SELECT eventsourced.append_pb(
+        CASE WHEN i % 2 = 0 THEN '\\x790102030405060708'::bytea ELSE ''::bytea END
+        || '\\x0a'::bytea || set_byte('\\x00'::bytea, 0, octet_length(ev)) || ev, 0)
+      FROM (SELECT i, '\\x1203706272'::bytea || '\\x1a'::bytea
+                      || set_byte('\\x00'::bytea, 0, octet_length(convert_to('e' || i, 'UTF8')))
+                      || convert_to('e' || i, 'UTF8') || '\\x2a0145'::bytea || '\\x32027b7d'::bytea AS ev
+              FROM generate_series(1, 20) i) b" >/dev/null
+expected=$(q "$proxy" "SELECT string_agg(i || '@' || s.shard, ' ' ORDER BY i)
+    FROM generate_series(1, 20) i, eventsourced.shards() s
+   WHERE eventsourced.entity_partition('pbr', 'e' || i) = ANY (s.partitions)")
+actual=$( { q "${shard[0]}" "SELECT substr(entity_id, 2) || '@0' FROM eventsourced.events WHERE entity_type = 'pbr'"
+            q "${shard[1]}" "SELECT substr(entity_id, 2) || '@1' FROM eventsourced.events WHERE entity_type = 'pbr'"; } |
+          sort -n | tr '\n' ' ' | sed 's/ $//')
+check "append_pb stores each batch on the shard of its entity's partition" "$actual" "$expected"
+
+# --- the regression files, directly and through the proxy
+psql -X -q -d postgres -c "DROP DATABASE IF EXISTS $direct_db" -c "CREATE DATABASE $direct_db" >/dev/null 2>&1
+q "dbname=$direct_db" "CREATE EXTENSION eventsourced"
+compare() {   # compare FILE: the statements whose results differ, one line each
+    timeout 300 "$root/test/scale/compare" "$root/sql/$1" "dbname=$direct_db" "$proxy" "${shard[@]}" \
+        >"$work/compare.$1" 2>&1
+    grep '^compared ' "$work/compare.$1"
+    grep '^differs: ' "$work/compare.$1"
+}
+out=$(compare append.sql)
+# Only the documented difference: a transaction on the proxy does not span
+# the shards (ROLLBACK keeps the append, so later appends to that entity
+# conflict; now() is the shard's; READ ONLY does not reach the shard).
+want="compared 68
+differs: SELECT recorded_at = now() AS is_now FROM eventsourced.events_by_id('account', 'a4');
+differs: SELECT eventsourced.last_seq_no('account', 'a5');
+differs: SELECT eventsourced.append('account', 'a5', 0, 'Opened', '{}');
+differs: SELECT eventsourced.append('account', 'a5', 1, 'Deposited', '{}');
+differs: SELECT eventsourced.last_seq_no('account', 'a5');
+differs: SELECT eventsourced.append('account', 'a6', 0, 'Opened', '{}');"
+check "sql/append.sql through the proxy: same results and errors but for transactions" "$out" "$want"
+[ "$out" = "$want" ] || cat "$work/compare.append.sql"
+out=$(compare command.sql)
+want="compared 67
+differs: SELECT accepted, rejection FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{\"n\": 1}');"
+check "sql/command.sql through the proxy: same results and errors but for a rolled-back registration" "$out" "$want"
+[ "$out" = "$want" ] || cat "$work/compare.command.sql"
+out=$(compare snapshot.sql)
+want="compared 26
+differs: SELECT seq_no FROM eventsourced.load_snapshot('counter', 'k1');
+differs: SELECT eventsourced.save_snapshot('counter', 'k1', 4, '{}');"
+check "sql/snapshot.sql through the proxy: same results and errors but after a ROLLBACK" "$out" "$want"
+[ "$out" = "$want" ] || cat "$work/compare.snapshot.sql"
+out=$(compare protobuf.sql)
+check "sql/protobuf.sql through the proxy (append_pb routed by the batch's entity): same results and errors" \
+      "$out" "compared 52"
+[ "$out" = "compared 52" ] || cat "$work/compare.protobuf.sql"
+
+# --- SC001 with its DETAIL, and one batch stays atomic
+q "$proxy" "SELECT eventsourced.append('acct', 'sc', 0, 'Opened', '{}')" >/dev/null
+check "SC001 reaches the client with PL/Proxy's prefix and the DETAIL" \
+      "$(err "$proxy" "SELECT eventsourced.append('acct', 'sc', 0, 'Again', '{}')")" \
+      "ERROR:  SC001: eventsourced.append(7): [$(q "$proxy" "SELECT CASE WHEN eventsourced.entity_partition('acct', 'sc') % 2 = 0 THEN 'es_shard0' ELSE 'es_shard1' END")] REMOTE ERROR: sequence conflict on entity \"acct\"/\"sc\" DETAIL:  Remote detail: Expected last seq_no 0, actual last seq_no 1."
+err "$proxy" "SELECT eventsourced.append('acct', 'sc', 1, ARRAY[eventsourced.event('A', '{}'), eventsourced.event(NULL, '{}')])" >/dev/null
+check "a multi-event append through the proxy is all or nothing" \
+      "$(q "$proxy" "SELECT eventsourced.last_seq_no('acct', 'sc')")" "1"
+
+# --- interleavings: a transaction on the shard holds the entity while
+# proxy clients wait for it (append_conflict, command_serialize)
+holder() {   # holder SHARD_CONNSTR: a psql session fed through fd 7
+    rm -f "$work/fifo"; mkfifo "$work/fifo"
+    timeout 120 psql -X -q -t -A -d "$1" <"$work/fifo" >"$work/holder.out" 2>&1 &
+    holder_pid=$!
+    exec 7>"$work/fifo"
+}
+wait_until() {   # wait_until CONNSTR CONDITION: until a backend there matches it (bounded)
+    local n
+    for n in $(seq 1 300); do
+        [ "$(q "$1" "SELECT count(*) FROM pg_stat_activity WHERE $2")" -gt 0 ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+owner_of() {   # owner_of TYPE ID: the connection string of the entity's shard
+    local s
+    s=$(q "$proxy" "SELECT s.shard FROM eventsourced.shards() s WHERE eventsourced.entity_partition('$1', '$2') = ANY (s.partitions)")
+    [ "$s" = 0 ] && echo "${shard[0]}" || echo "${shard[1]}"
+}
+interleave() {   # interleave TYPE ID HOLDER_SQL END PROXY_SQL: what the proxy client got
+    local target
+    target=$(owner_of "$1" "$2")
+    holder "$target"
+    printf 'BEGIN;\n%s;\n' "$3" >&7
+    wait_until "$target" "state = 'idle in transaction' AND query NOT LIKE 'BEGIN%'" || echo "the holder never ran" >>"$work/client.out"
+    timeout 60 psql -X -q -t -A -v VERBOSITY=verbose -v SHOW_CONTEXT=never -d "$proxy" -c "$5" \
+        >"$work/client.out" 2>&1 &
+    local client=$!
+    wait_until "$target" "wait_event_type = 'Lock'" || echo "the proxy client never waited" >>"$work/client.out"
+    printf '%s;\n' "$4" >&7
+    exec 7>&-
+    wait $client $holder_pid
+    grep -E '^(ERROR|DETAIL):|^[^L]' "$work/client.out" | grep -v '^LOCATION' | tr '\n' ' ' | sed 's/ *$//'
+}
+q "$proxy" "SELECT eventsourced.append('acct', 'x', 0, 'Opened', '{}')" >/dev/null
+got=$(interleave acct x "SELECT eventsourced.append('acct', 'x', 1, 'ByS1', '{}')" COMMIT \
+      "SELECT eventsourced.append('acct', 'x', 1, 'ByS2', '{}')")
+check "append_conflict: the proxy client waits for the holder, then gets SC001" \
+      "$(echo "$got" | sed 's/\[es_shard[01]\]/[shard]/')" \
+      'ERROR:  SC001: eventsourced.append(7): [shard] REMOTE ERROR: sequence conflict on entity "acct"/"x" DETAIL:  Remote detail: Expected last seq_no 1, actual last seq_no 2. HINT:  Remote hint: Read the entity'"'"'s new events and decide again.'
+got=$(interleave acct x "SELECT eventsourced.append('acct', 'x', 2, 'ByS1', '{}')" ROLLBACK \
+      "SELECT eventsourced.append('acct', 'x', 2, 'ByS2', '{}')")
+check "append_conflict: the holder rolls back, the proxy client wins" \
+      "$got|$(q "$proxy" "SELECT string_agg(event_type, ',' ORDER BY seq_no) FROM eventsourced.events_by_id('acct', 'x')")" \
+      "3|Opened,ByS1,ByS2"
+for i in 0 1; do
+    q "${shard[$i]}" "CREATE FUNCTION public.iso_apply(state jsonb, event_type text, payload jsonb)
+        RETURNS jsonb LANGUAGE sql
+        RETURN jsonb_set(state, ARRAY['tags'], (state->'tags') || jsonb_build_array(payload->'tag'));
+      CREATE FUNCTION public.iso_tag(entity_id text, state jsonb, args jsonb)
+        RETURNS eventsourced.decision LANGUAGE sql
+        RETURN eventsourced.emit('Tagged', jsonb_build_object('tag', args->'tag', 'saw', state->'tags'))"
+done
+reg=$(q "$proxy" "SELECT count(*) FROM eventsourced.register_entity('iso', 'public.iso_apply(jsonb, text, jsonb)', '{\"tags\": []}', 2)")
+reg+=.$(q "$proxy" "SELECT count(*) FROM eventsourced.register_command('iso', 'Tag', 'public.iso_tag(text, jsonb, jsonb)')")
+check "registrations through the proxy return a row per shard" "$reg" "2.2"
+got=$(interleave iso e1 "SELECT eventsourced.handle_command('iso', 'e1', 'Tag', '{\"tag\": \"a\"}')" COMMIT \
+      "SELECT accepted, seq_no, state FROM eventsourced.handle_command('iso', 'e1', 'Tag', '{\"tag\": \"b\"}')")
+check "command_serialize: the proxy's command waits, then sees the first one's event" \
+      "$got" 't|2|{"tags": ["a", "b"]}'
+got=$(interleave iso e2 "SELECT eventsourced.handle_command('iso', 'e2', 'Tag', '{\"tag\": \"a\"}')" ROLLBACK \
+      "SELECT accepted, seq_no, state FROM eventsourced.handle_command('iso', 'e2', 'Tag', '{\"tag\": \"b\"}')")
+check "command_serialize: the first rolls back, the proxy's command sees nothing" \
+      "$got" 't|1|{"tags": ["b"]}'
+
+# --- administrative calls: a failure names the shard, a re-run converges
+q "${shard[1]}" "DROP FUNCTION public.iso_tag(text, jsonb, jsonb)"
+check "a registration failing on one shard names that shard" \
+      "$(err "$proxy" "SELECT * FROM eventsourced.register_command('iso', 'Tag2', 'public.iso_tag(text, jsonb, jsonb)')" | grep -o '\[es_shard[01]\] REMOTE ERROR: function "public.iso_tag(text, jsonb, jsonb)" does not exist')" \
+      '[es_shard1] REMOTE ERROR: function "public.iso_tag(text, jsonb, jsonb)" does not exist'
+q "${shard[1]}" "CREATE FUNCTION public.iso_tag(entity_id text, state jsonb, args jsonb)
+    RETURNS eventsourced.decision LANGUAGE sql
+    RETURN eventsourced.emit('Tagged', jsonb_build_object('tag', args->'tag', 'saw', state->'tags'))"
+check "re-running it converges: every shard has the command" \
+      "$(q "$proxy" "SELECT string_agg(shard, ',' ORDER BY shard) FROM eventsourced.register_command('iso', 'Tag2', 'public.iso_tag(text, jsonb, jsonb)')")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.commands WHERE command = 'Tag2'")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.commands WHERE command = 'Tag2'")" \
+      "shard0 es_shard0 port ${SHARD_PORTS[0]},shard1 es_shard1 port ${SHARD_PORTS[1]}|11"
+for i in 0 1; do
+    q "${shard[$i]}" "CREATE TABLE public.tag_count (n bigint); INSERT INTO public.tag_count VALUES (0);
+      CREATE FUNCTION public.count_tag(entity_id text, seq_no bigint, event_type text, payload jsonb, pos bigint)
+        RETURNS void LANGUAGE sql BEGIN ATOMIC UPDATE public.tag_count SET n = n + 1; END"
+done
+first=$(q "$proxy" "SELECT string_agg(created::text, ',') FROM eventsourced.create_projection('tags', 'iso', 'public.count_tag(text, bigint, text, jsonb, bigint)')")
+again=$(q "$proxy" "SELECT string_agg(created::text, ',') FROM eventsourced.create_projection('tags', 'iso', 'public.count_tag(text, bigint, text, jsonb, bigint)')")
+applied=$(q "$proxy" "SELECT sum(applied) FROM eventsourced.run_projection('tags')")
+check "create_projection on every shard, again: nothing to do; each shard projects its events" \
+      "$first|$again|$applied" "true,true|false,false|$(q "$proxy" "SELECT count(*) FROM eventsourced.events_by_type_shards('iso')")"
+
+# --- what differs: ROLLBACK does not undo a proxy call; LISTEN on the proxy hears nothing
+q "$proxy" "BEGIN; SELECT eventsourced.append('acct', 'rb', 0, 'Opened', '{}'); ROLLBACK" >/dev/null
+check "ROLLBACK on the proxy does not undo an append already run on its shard" \
+      "$(q "$proxy" "SELECT eventsourced.last_seq_no('acct', 'rb')")" "1"
+listen() {   # listen CONNSTR: LISTEN there while another session appends through the proxy
+    printf 'LISTEN eventsourced;\n\\! psql -X -q -d "%s" -c "SELECT eventsourced.append(%s, NULL, %s, %s)" >/dev/null\nSELECT 1;\n' \
+        "$proxy" "'acct', 'l1'" "'E'" "'{}'" |
+        timeout 60 psql -X -q -t -A -d "$1" 2>&1 | grep -c 'Asynchronous notification "eventsourced"'
+}
+check "LISTEN on the entity's shard hears an append, on the proxy nothing" \
+      "$(listen "$(owner_of acct l1)"),$(listen "$proxy")" "1,0"
+
+# --- roles reach the shards as themselves
+for c in "${shard[@]}"; do
+    q "$c" "CREATE ROLE scale_app LOGIN; GRANT USAGE ON SCHEMA eventsourced TO scale_app;
+            GRANT EXECUTE ON FUNCTION eventsourced.handle_command(text, text, text, jsonb) TO scale_app" >/dev/null
+done
+q "$proxy" "CREATE ROLE scale_app; CREATE ROLE scale_other;
+    CREATE USER MAPPING FOR scale_app SERVER eventsourced_cluster OPTIONS (user 'scale_app');
+    GRANT USAGE ON FOREIGN SERVER eventsourced_cluster TO scale_app, scale_other;
+    GRANT USAGE ON SCHEMA eventsourced TO scale_app, scale_other;
+    GRANT EXECUTE ON FUNCTION eventsourced.handle_command(text, text, text, jsonb),
+        eventsourced.append(text, text, bigint, text, jsonb, jsonb, uuid) TO scale_app, scale_other" >/dev/null
+q "$proxy" "SET ROLE scale_app; SELECT eventsourced.handle_command('iso', 'who', 'Tag', '{\"tag\": \"x\"}')" >/dev/null
+who=$(q "$(owner_of iso who)" "SELECT count(*) FROM eventsourced.events WHERE entity_id = 'who'")
+denied=$(err "$proxy" "SET ROLE scale_app; SELECT eventsourced.append('acct', 'who', NULL, 'E', '{}')" | grep -o '42501: .*REMOTE ERROR: permission denied for function append')
+nomap=$(err "$proxy" "SET ROLE scale_other; SELECT eventsourced.append('acct', 'who', NULL, 'E', '{}')" | grep -c 'user mapping not found for "scale_other"')
+public=$(q "$proxy" "SELECT count(*) FROM pg_user_mappings WHERE usename = 'public'")
+check "a role's calls run on the shard as that role (its grants there decide; no mapping, no access; no PUBLIC mapping)" \
+      "$who|$denied|$nomap|$public" \
+      "1|42501: eventsourced.append(7): [$(owner_of acct who | sed 's/.*dbname=\([a-z_0-9]*\).*/\1/')] REMOTE ERROR: permission denied for function append|1|0"
+
+check "a role with USAGE on the cluster cannot map itself to another user" \
+      "$(err "$proxy" "SET ROLE scale_other; CREATE USER MAPPING FOR scale_other SERVER eventsourced_cluster OPTIONS (user 'postgres')")|$(q "$proxy" "SELECT count(*) FROM pg_user_mappings WHERE usename = 'scale_other'")" \
+      "ERROR:  42501: permission denied to create user mapping DETAIL:  In a database with eventsourced_proxy only superusers create or change user mappings.|0"
+
+# --- the feed across shards under concurrent writers: every event once
+for w in 1 2 3 4; do
+    timeout 120 psql -X -q -d "$proxy" -c "DO \$\$ BEGIN FOR i IN 1..150 LOOP
+        PERFORM eventsourced.append('feed', 'w$w-' || (i % 20), NULL, 'E', jsonb_build_object('i', i));
+      END LOOP; END \$\$" >/dev/null 2>&1 &
+done
+token=""
+: >"$work/feed.txt"
+for n in $(seq 1 2000); do
+    writers=$(jobs -rp | wc -l)
+    page=$(q "$proxy" "SELECT token, entity_type || '/' || entity_id || '/' || seq_no
+                         FROM eventsourced.read_all_shards('$token', 37)") || break
+    if [ -n "$page" ]; then
+        echo "$page" | cut -d'|' -f2 >>"$work/feed.txt"
+        token=$(echo "$page" | tail -1 | cut -d'|' -f1)
+    elif [ "$writers" -eq 0 ]; then
+        break
+    fi
+done
+wait
+all=$( { q "${shard[0]}" "SELECT entity_type || '/' || entity_id || '/' || seq_no FROM eventsourced.events"
+         q "${shard[1]}" "SELECT entity_type || '/' || entity_id || '/' || seq_no FROM eventsourced.events"; } | sort)
+check "a reader following read_all_shards with its token gets every event exactly once" \
+      "$(sort "$work/feed.txt" | md5sum)|$(sort "$work/feed.txt" | uniq -d | wc -l)|$(grep -c '^feed/' "$work/feed.txt")" \
+      "$(echo "$all" | md5sum)|0|600"
+check "events_by_type_shards reads one type from every shard" \
+      "$(q "$proxy" "SELECT count(*), count(DISTINCT shard) FROM eventsourced.events_by_type_shards('feed', '', 10000)")" "600|2"
+
+# --- one shard stopped mid-run: its entities fail clearly, the others work;
+# after the restart nothing acknowledged is lost
+on0=() on1=()
+for i in $(seq 1 200); do
+    [ "$(owner_of fail "f$i")" = "${shard[0]}" ] && on0+=("f$i") || on1+=("f$i")
+    [ ${#on0[@]} -ge 3 ] && [ ${#on1[@]} -ge 3 ] && break
+done
+round() {   # round: one append to each test entity, "ok"/"failed: <error>" per entity
+    local e out
+    for e in "${on0[@]:0:3}" "${on1[@]:0:3}"; do
+        if out=$(q "$proxy" "SELECT eventsourced.append('fail', '$e', NULL, 'E', '{}')" 2>&1); then
+            echo "$e ok"
+        else
+            echo "$e failed: $out"
+        fi
+    done
+}
+round >"$work/rounds.txt"
+es_as_owner "$ES_PGBIN/pg_ctl" -D "${SHARD_HOSTS[1]}/data" -m immediate -w stop >/dev/null
+round >"$work/down.txt"
+cat "$work/down.txt" | sed "s/^/# /"
+down_ok=$(grep -c ' ok$' "$work/down.txt")
+down_err=$(grep -c "failed: ERROR:  PL/Proxy function eventsourced.append(7): \[es_shard1\] PQconnect[A-Za-z]*: connection to server on socket \"${SHARD_HOSTS[1]}" "$work/down.txt")
+es_as_owner "$ES_PGBIN/pg_ctl" -D "${SHARD_HOSTS[1]}/data" -l "${SHARD_HOSTS[1]}/server.log" -w start >/dev/null
+round >>"$work/rounds.txt"
+cat "$work/down.txt" >>"$work/rounds.txt"
+acked=$(grep -c ' ok$' "$work/rounds.txt")
+stored=$(q "$proxy" "SELECT sum(eventsourced.last_seq_no('fail', e)) FROM unnest(ARRAY['$(IFS=,; echo "${on0[*]:0:3}" | sed "s/,/','/g")', '$(IFS=,; echo "${on1[*]:0:3}" | sed "s/,/','/g")']) e")
+check "shard1 stopped: its entities fail with a connection error naming it, shard0's succeed" \
+      "$down_ok|$down_err" "3|3"
+check "after the restart every acknowledged append is there, and only those" "$stored" "$acked"
+check "after the restart the feed still reads both shards" \
+      "$(q "$proxy" "SELECT count(DISTINCT shard) FROM eventsourced.events_by_type_shards('fail')")" "2"
+
+"$root/test/scale/cluster" stop "$work/set"
+check "the set-up is torn down" "$(ls -A "$work/set" | wc -l)" "0"
