@@ -6,7 +6,7 @@
 # themselves work without FORCE while its workers run; template databases,
 # databases closed to connections and databases without the extension get
 # none; eventsourced.worker_databases restricts; a shortage of worker slots
-# is reported.  Runs its own cluster on port PGPORT + 2 (its settings differ
+# is reported.  Runs its own cluster on port PGPORT + 9 (its settings differ
 # from the suite's), restarted with other settings as it goes.  Waits are
 # bounded (generous limits), never timed.  Uses PGPORT and ES_PGBIN.
 set -u
@@ -15,7 +15,7 @@ here=$(cd "$(dirname "$0")" && pwd)
 work=$(mktemp -d /tmp/es_launcher.XXXXXX)
 chmod 755 "$work"
 trap 'es_cluster_stop "$work"; rm -rf "$work"' EXIT
-export PGHOST=$work PGPORT=$((PGPORT + 2)) PGUSER=postgres
+export PGHOST=$work PGPORT=$((PGPORT + 9)) PGUSER=postgres
 q() { psql -X -q -t -A -v ON_ERROR_STOP=1 -d "$1" -c "$2"; }
 check() {   # check NAME ACTUAL EXPECTED; an empty result never passes
     if [ -n "$2" ] && [ "$2" = "$3" ]; then echo "ok - $1"; else echo "not ok - $1: got '$2', want '$3'"; fi
