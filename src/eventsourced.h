@@ -199,6 +199,9 @@ extern void es_protoreg_init(void);
 
 /* worker.c */
 extern void es_worker_init(void);
+
+/* dbwatch.c */
+extern void es_dbwatch_init(void);
 extern void es_worker_note_hard_stop(void);
 
 /* scan.c */

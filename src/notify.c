@@ -10,7 +10,7 @@
  * worker's latch; the worker sends one coalesced NOTIFY per type.  Without a
  * worker, the appending transaction itself NOTIFYs just before it commits.
  *
- * Each listed database has one notifier worker, which sends; its
+ * Each database with workers (launcher.c) has one notifier, which sends; its
  * projection workers register too, only to be woken by commits.
  *
  * Locking: committers never take a lock.  A (database, type) entry is
@@ -48,7 +48,6 @@
 
 #define ES_NOTIFY_CHANNEL		"eventsourced"
 #define ES_NOTIFY_ENTRIES		1024	/* (database, type) pairs */
-#define ES_NOTIFY_MAX_WORKERS	64		/* registered notifying workers */
 #define ES_PENDING_TYPES		16		/* types tracked per transaction */
 
 /* States of a shared entry */
@@ -82,8 +81,9 @@ typedef struct EsNotifyWorker
 typedef struct EsNotifyShared
 {
 	LWLock	   *lock;			/* serializes worker registration */
-	EsNotifyWorker workers[ES_NOTIFY_MAX_WORKERS];
+	int			nworkers;		/* max_worker_processes: a place for every worker */
 	EsNotifyEntry entries[ES_NOTIFY_ENTRIES];
+	EsNotifyWorker workers[FLEXIBLE_ARRAY_MEMBER];
 } EsNotifyShared;
 
 /* A type this transaction appended to */
@@ -107,7 +107,8 @@ static int	my_worker_slot = -1;
 static Size
 es_notify_shmem_size(void)
 {
-	return sizeof(EsNotifyShared);
+	return add_size(offsetof(EsNotifyShared, workers),
+					mul_size(Max(max_worker_processes, 1), sizeof(EsNotifyWorker)));
 }
 
 /* Create or attach to the shared table */
@@ -117,9 +118,10 @@ es_notify_shmem_attach(void *ptr, bool found)
 	notify_shared = ptr;
 	if (found)
 		return;
-	memset(notify_shared, 0, sizeof(EsNotifyShared));
+	memset(notify_shared, 0, es_notify_shmem_size());
 	notify_shared->lock = &(GetNamedLWLockTranche("eventsourced notify"))->lock;
-	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+	notify_shared->nworkers = Max(max_worker_processes, 1);
+	for (int i = 0; i < notify_shared->nworkers; i++)
 	{
 		pg_atomic_init_u32(&notify_shared->workers[i].dboid, InvalidOid);
 		pg_atomic_init_u32(&notify_shared->workers[i].overflow, 0);
@@ -198,7 +200,7 @@ es_notify_worker_present(void)
 {
 	if (notify_shared == NULL)
 		return false;
-	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+	for (int i = 0; i < notify_shared->nworkers; i++)
 	{
 		EsNotifyWorker *w = &notify_shared->workers[i];
 
@@ -340,7 +342,7 @@ es_notify_publish(void)
 		pg_atomic_write_u32(&e->dirty, 1);
 		es_notify_entry_release(e);
 	}
-	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+	for (int i = 0; i < notify_shared->nworkers; i++)
 	{
 		EsNotifyWorker *w = &notify_shared->workers[i];
 		Latch	   *latch;
@@ -439,7 +441,7 @@ es_notify_register_worker(bool sends)
 	if (notify_shared == NULL)
 		return;
 	LWLockAcquire(notify_shared->lock, LW_EXCLUSIVE);
-	for (int i = 0; i < ES_NOTIFY_MAX_WORKERS; i++)
+	for (int i = 0; i < notify_shared->nworkers; i++)
 	{
 		EsNotifyWorker *w = &notify_shared->workers[i];
 

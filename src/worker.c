@@ -1,8 +1,8 @@
 /*
  * worker.c
- *		Background workers (library preloaded): for each database listed in
- *		eventsourced.worker_databases, one notifier sends the coalesced
- *		commit notifications, and eventsourced.projection_workers workers
+ *		Background workers (library preloaded): for each database where the
+ *		extension exists, started by the launcher (launcher.c), one notifier
+ *		sends the coalesced commit notifications, and eventsourced.projection_workers workers
  *		keep every running projection current.  Committing appenders wake
  *		them through their latch; eventsourced.worker_naptime is only the
  *		fallback poll.
@@ -19,13 +19,14 @@
  * session, a worker sets the statement start time of each transaction
  * (now() in handlers) and reports its table statistics (autovacuum).
  *
- * A worker whose database or extension does not exist (yet, or any more)
- * waits and retries: the postmaster restarts a worker that could not
- * connect, and a connected worker skips its projections while the
- * extension is missing.  Runs of one projection by several workers never
- * overlap (run_projection's lock, taken without waiting).
+ * The notifier starts by looking for the extension and leaves when there is
+ * none (the launcher's probe); the launcher stops the workers when the
+ * extension is dropped, and before a statement that needs the database to
+ * itself.  Each transaction still checks that the extension exists (it may
+ * be dropped in the middle of a pass).  Runs of one projection by several
+ * workers never overlap (run_projection's lock, taken without waiting).
  */
-#include "eventsourced.h"
+#include "launcher.h"
 
 #include "access/xact.h"
 #include "catalog/namespace.h"
@@ -48,30 +49,10 @@
 #include "utils/timestamp.h"
 #include "utils/varlena.h"
 
-#define ES_MAX_WORKERS_PER_DB	8
 #define ES_WORKER_BATCH			1000
 #define ES_WORKER_SLICE_MS		100		/* a batch's time before it yields */
-#define ES_WORKER_RESTART_SECS	2
 
-/* bgw_main_arg: database index * ES_WORKER_KINDS + kind; kind 0 is the notifier */
-#define ES_WORKER_KINDS			(ES_MAX_WORKERS_PER_DB + 1)
-
-PGDLLEXPORT void eventsourced_worker_main(Datum arg);
-
-/*
- * What a projection worker is running, kept in shared memory so that the
- * worker that replaces it knows which projection's handler had to be
- * stopped the hard way (see es_projection_worker_setup).
- */
-typedef struct EsWorkerSlot
-{
-	char		running[ES_MAX_TYPE_LEN + 1];	/* projection name, "" when none */
-	bool		hard_stopped;
-} EsWorkerSlot;
-
-static EsWorkerSlot *worker_slots = NULL;	/* one per registered worker */
-static EsWorkerSlot *my_slot = NULL;
-static int	nworker_slots = 0;
+static EsWorkerSlot *my_slot = NULL;	/* see launcher.h */
 
 /*
  * How long a projection's registration must keep failing its checks
@@ -90,80 +71,8 @@ typedef struct EsRefusal
 static List *refusals = NIL;	/* of EsRefusal, in TopMemoryContext */
 static EsRunStatus batch_status;	/* the current batch's (static: read after longjmp) */
 
-static char *worker_databases = NULL;
-static int	projection_workers = 1;
 static int	worker_naptime_ms = 1000;
 static int	worker_delay_ms = 2;
-
-/* The database names of eventsourced.worker_databases */
-static List *
-es_worker_database_list(void)
-{
-	List	   *names = NIL;
-
-	if (worker_databases == NULL || worker_databases[0] == '\0')
-		return NIL;
-	if (!SplitIdentifierString(pstrdup(worker_databases), ',', &names))
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("invalid list syntax in eventsourced.worker_databases")));
-	return names;
-}
-
-/* Register one worker of a listed database: kind 0 the notifier, k > 0 projection worker k */
-static void
-es_worker_register(int db, const char *dbname, int kind)
-{
-	BackgroundWorker worker;
-
-	memset(&worker, 0, sizeof(worker));
-	worker.bgw_flags = BGWORKER_SHMEM_ACCESS | BGWORKER_BACKEND_DATABASE_CONNECTION;
-	worker.bgw_start_time = BgWorkerStart_RecoveryFinished;
-	worker.bgw_restart_time = ES_WORKER_RESTART_SECS;
-	strlcpy(worker.bgw_library_name, "eventsourced", BGW_MAXLEN);
-	strlcpy(worker.bgw_function_name, "eventsourced_worker_main", BGW_MAXLEN);
-	if (kind == 0)
-		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced notifier for %s", dbname);
-	else
-		snprintf(worker.bgw_name, BGW_MAXLEN, "eventsourced worker %d for %s", kind, dbname);
-	strlcpy(worker.bgw_type, kind == 0 ? "eventsourced notifier" : "eventsourced worker",
-			BGW_MAXLEN);
-	worker.bgw_main_arg = Int32GetDatum(db * ES_WORKER_KINDS + kind);
-	RegisterBackgroundWorker(&worker);
-}
-
-/* Size of the worker slots */
-static Size
-es_worker_shmem_size(void)
-{
-	return mul_size(Max(nworker_slots, 1), sizeof(EsWorkerSlot));
-}
-
-/* Create or attach to the worker slots */
-static void
-es_worker_shmem_attach(void *ptr, bool found)
-{
-	worker_slots = ptr;
-	if (!found)
-		memset(worker_slots, 0, es_worker_shmem_size());
-}
-
-static const EsShmemPart worker_part = {
-	"eventsourced workers", es_worker_shmem_size, 0, es_worker_shmem_attach
-};
-
-/* Register the static workers: a notifier and the projection workers of each listed database */
-static void
-es_worker_register_all(void)
-{
-	List	   *dbs = es_worker_database_list();
-
-	for (int d = 0; d < list_length(dbs); d++)
-		for (int k = 0; k <= projection_workers; k++)
-			es_worker_register(d, (char *) list_nth(dbs, d), k);
-	nworker_slots = list_length(dbs) * ES_WORKER_KINDS;
-	es_shmem_register(&worker_part);
-}
 
 /* The handler running in this worker ignored its cancel: it is being stopped (signal-safe) */
 void
@@ -253,8 +162,8 @@ es_worker_fail_stopped_projection(void)
 }
 
 /*
- * GUCs of the workers, and their registration.  The PGC_POSTMASTER ones can
- * only be defined while preloading; without it there are no workers.
+ * GUCs of the workers; while preloading, the launcher's too (launcher.c),
+ * which starts the workers.
  */
 void
 es_worker_init(void)
@@ -267,17 +176,8 @@ es_worker_init(void)
 							"How long a woken worker waits, so that the commits of that time are handled in one pass.",
 							NULL, &worker_delay_ms, 2, 0, 1000,
 							PGC_SIGHUP, GUC_UNIT_MS, NULL, NULL, NULL);
-	if (!process_shared_preload_libraries_in_progress)
-		return;
-	DefineCustomStringVariable("eventsourced.worker_databases",
-							   "Comma-separated databases whose projections and notifications background workers handle.",
-							   NULL, &worker_databases, "", PGC_POSTMASTER, 0,
-							   NULL, NULL, NULL);
-	DefineCustomIntVariable("eventsourced.projection_workers",
-							"Background workers per database in eventsourced.worker_databases (0: none).",
-							NULL, &projection_workers, 1, 0, ES_MAX_WORKERS_PER_DB,
-							PGC_POSTMASTER, 0, NULL, NULL, NULL);
-	es_worker_register_all();
+	if (process_shared_preload_libraries_in_progress)
+		es_launcher_init();
 }
 
 /* Names of the running projections, if the extension exists (own transaction) */
@@ -506,16 +406,44 @@ es_worker_pass(void)
 	}
 }
 
+static volatile sig_atomic_t sleeping = false;	/* in es_worker_sleep */
+
+/*
+ * SIGTERM (the launcher stops the worker, a statement needs the database,
+ * the server shuts down): a sleeping worker leaves quietly after its sleep;
+ * a busy one is interrupted as any backend (a FATAL message), so that no
+ * handler holds it up.
+ */
+static void
+es_worker_sigterm(SIGNAL_ARGS)
+{
+	int			save_errno = errno;
+
+	if (!sleeping)
+		die(postgres_signal_arg);
+	else
+	{
+		ShutdownRequestPending = true;
+		SetLatch(MyLatch);
+	}
+	errno = save_errno;
+}
+
 /* Sleep until a commit wakes us (then the delay) or the naptime passes */
 static void
 es_worker_sleep(void)
 {
 	pgstat_report_stat(true);
-	if (WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
+	sleeping = true;
+	if (!ShutdownRequestPending &&
+		WaitLatch(MyLatch, WL_LATCH_SET | WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 				  worker_naptime_ms, PG_WAIT_EXTENSION) & WL_LATCH_SET &&
-		worker_delay_ms > 0)
+		worker_delay_ms > 0 && !ShutdownRequestPending)
 		(void) WaitLatch(MyLatch, WL_TIMEOUT | WL_EXIT_ON_PM_DEATH,
 						 worker_delay_ms, PG_WAIT_EXTENSION);
+	sleeping = false;
+	if (ShutdownRequestPending)
+		proc_exit(0);
 }
 
 /*
@@ -536,27 +464,72 @@ es_worker_as_superuser(void)
 		elog(FATAL, "eventsourced worker could not run as the bootstrap superuser");
 }
 
+/* Whether the extension exists in the worker's database (own transaction) */
+static bool
+es_worker_extension_exists(void)
+{
+	bool		exists;
+
+	SetCurrentStatementStartTimestamp();
+	StartTransactionCommand();
+	exists = OidIsValid(get_extension_oid("eventsourced", true));
+	CommitTransactionCommand();
+	return exists;
+}
+
+/*
+ * Connect to the worker's database, once its slot is claimed (launcher.h);
+ * returns whether it is the notifier.  A worker whose slot was given away
+ * or whose database is being left exits at once.
+ */
+static bool
+es_worker_connect(Datum arg)
+{
+	EsWorkerExtra extra;
+
+	memcpy(&extra, MyBgworkerEntry->bgw_extra, sizeof(extra));
+	my_slot = es_launcher_claim_slot(DatumGetInt32(arg), &extra);
+	if (my_slot == NULL)
+		proc_exit(0);
+	BackgroundWorkerInitializeConnectionByOid(extra.dboid, InvalidOid, 0);
+	es_worker_as_superuser();
+	return extra.kind == 0;
+}
+
+/*
+ * The notifier first tells the launcher whether the extension exists here;
+ * without it, it leaves (the launcher starts it again when the extension
+ * is created).
+ */
+static void
+es_worker_probe(void)
+{
+	if (es_worker_extension_exists())
+	{
+		es_launcher_report(my_slot, ES_SLOT_SERVING);
+		return;
+	}
+	es_launcher_report(my_slot, ES_SLOT_NO_EXTENSION);
+	proc_exit(0);
+}
+
 /* Entry point of a worker: the notifier of a database or one of its projection workers */
 void
 eventsourced_worker_main(Datum arg)
 {
-	List	   *dbs;
 	MemoryContext pass_cxt;
-	int			db = DatumGetInt32(arg) / ES_WORKER_KINDS;
-	bool		notifier = (DatumGetInt32(arg) % ES_WORKER_KINDS == 0);
+	bool		notifier;
 
 	pqsignal(SIGHUP, SignalHandlerForConfigReload);
-	pqsignal(SIGTERM, die);
+	pqsignal(SIGTERM, es_worker_sigterm);
 	BackgroundWorkerUnblockSignals();
-	dbs = es_worker_database_list();
-	BackgroundWorkerInitializeConnection((char *) list_nth(dbs, db), NULL, 0);
-	es_worker_as_superuser();
+	notifier = es_worker_connect(arg);
 	pgstat_report_appname(notifier ? "eventsourced notifier" : "eventsourced worker");
+	if (notifier)
+		es_worker_probe();
 	es_notify_register_worker(notifier);
 	if (!notifier)
 	{
-		if (worker_slots != NULL && DatumGetInt32(arg) < nworker_slots)
-			my_slot = &worker_slots[DatumGetInt32(arg)];
 		es_projection_worker_setup();
 		es_worker_fail_stopped_projection();
 	}

@@ -3,7 +3,7 @@
 # The background worker (library preloaded, eventsourced.worker_databases =
 # 'es_worker_test'): it applies appends to running projections without any
 # client call, sends the coalesced notifications, respects error strategies,
-# and survives the extension and the database being dropped and created
+# and comes back when the extension and the database are dropped and created
 # again.  Waits are bounded (generous limits), never timed.  Uses PGHOST/PGPORT/PGUSER.
 set -u
 db=es_worker_test
@@ -127,8 +127,9 @@ setup_db
 q "SELECT eventsourced.append('counter', 'c1', NULL, 'Increased', '{\"n\": 7}')" >/dev/null
 check "worker survives DROP/CREATE EXTENSION" "$(wait_for "SELECT sum(n) FROM totals" 7)" "7"
 
-# Dropping and re-creating the database: the worker reconnects.
-psql -X -q -d postgres -c "DROP DATABASE $db WITH (FORCE)" >/dev/null
+# Dropping and re-creating the database (no FORCE needed: the workers
+# leave first): the worker comes back.
+psql -X -q -d postgres -c "DROP DATABASE $db" >/dev/null
 createdb $db
 setup_db
 check "worker reconnects to a re-created database" "$(worker_connected)" "t"
