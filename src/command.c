@@ -11,8 +11,10 @@
  * event handler.  Cached states and command-side snapshots carry the
  * registration generation; those of another generation are ignored.
  * Handlers run in their sandbox (sandbox.c: as their function's owner,
- * restricted, with their registration's search_path); our own writes run
- * as the table owner.
+ * restricted, with their registration's search_path).  Our own writes take
+ * the one path append uses: the events through the internal append
+ * (es_append_locked, under the entity lock taken here once), the cached
+ * state and snapshots directly into their tables (write.c).
  */
 #include "eventsourced.h"
 
