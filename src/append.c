@@ -152,11 +152,15 @@ es_batch_id_cmp(const void *a, const void *b)
 }
 
 /* Refuse a batch in which two events carry the same event_id */
-static void
-es_check_distinct_ids(const EsEvent *events, int nevents)
+void
+es_check_event_ids(const EsEvent *events, int nevents)
 {
-	EsBatchId  *ids = palloc(sizeof(EsBatchId) * nevents);
+	EsBatchId  *ids;
 	int			n = 0;
+
+	if (!es_any_event_id(events, nevents))
+		return;
+	ids = palloc(sizeof(EsBatchId) * nevents);
 
 	for (int i = 0; i < nevents; i++)
 		if (events[i].event_id != NULL)
@@ -331,23 +335,21 @@ es_insert_events(EsWriter *w, const EsEntity *entity, int64 first_seq_no,
 }
 
 /*
- * Append validated events to an entity; returns the entity's last seq_no
- * afterwards.  expected < 0 skips the concurrency check.
+ * The internal append: events validated (names, payloads, and
+ * es_check_event_ids) to an entity whose lock the caller holds
+ * (es_lock_entity), in a transaction that may write; returns the entity's
+ * last seq_no afterwards.  expected < 0 skips the concurrency check.  An
+ * exact retry of an earlier append writes nothing and returns that
+ * append's last seq_no.
  */
 int64
-es_append_events(const EsEntity *entity, int64 expected,
+es_append_locked(const EsEntity *entity, int64 expected,
 				 const EsEvent *events, int nevents)
 {
 	EsWriter	w;
 	int64		last;
-	bool		with_ids = es_any_event_id(events, nevents);
 
-	PreventCommandIfReadOnly("eventsourced.append()");
-	PreventCommandIfParallelMode("eventsourced.append()");
-	if (with_ids)
-		es_check_distinct_ids(events, nevents);
-	es_lock_entity(entity);
-	es_writer_open(&w, with_ids);
+	es_writer_open(&w, es_any_event_id(events, nevents));
 
 	last = es_retried_append(&w, entity, events, nevents);
 	if (last == 0)
@@ -361,6 +363,18 @@ es_append_events(const EsEntity *entity, int64 expected,
 	}
 	es_writer_close(&w);
 	return last;
+}
+
+/* Append validated events: lock the entity, then es_append_locked() */
+int64
+es_append_events(const EsEntity *entity, int64 expected,
+				 const EsEvent *events, int nevents)
+{
+	PreventCommandIfReadOnly("eventsourced.append()");
+	PreventCommandIfParallelMode("eventsourced.append()");
+	es_check_event_ids(events, nevents);
+	es_lock_entity(entity);
+	return es_append_locked(entity, expected, events, nevents);
 }
 
 /*
@@ -442,11 +456,14 @@ es_event_from_composite(Datum composite, TupleDesc desc, int index, EsEvent *ev)
 /* The attribute types of eventsourced.event_data */
 static const Oid event_data_types[] = {TEXTOID, JSONBOID, JSONBOID, UUIDOID};
 
-/* The events of an event_data[] argument, validated; sets *nevents */
-static EsEvent *
-es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
+/*
+ * The events of an event_data[] array, validated (none when it is empty);
+ * sets *nevents.  The append's argument and a command's decision both come
+ * this way, so both are checked alike.
+ */
+EsEvent *
+es_events_from_array(ArrayType *arr, int *nevents)
 {
-	ArrayType  *arr;
 	Datum	   *elems;
 	bool	   *elem_nulls;
 	int			n;
@@ -456,11 +473,6 @@ es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
 	TupleDesc	desc;
 	EsEvent    *events;
 
-	if (PG_ARGISNULL(argno))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("events must not be null")));
-	arr = PG_GETARG_ARRAYTYPE_P(argno);
 	if (ARR_NDIM(arr) > 1)
 		ereport(ERROR,
 				(errcode(ERRCODE_ARRAY_SUBSCRIPT_ERROR),
@@ -468,12 +480,9 @@ es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
 	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
 	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
 					  &elems, &elem_nulls, &n);
+	*nevents = n;
 	if (n == 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("events must not be empty"),
-				 errhint("Pass at least one eventsourced.event(...).")));
-
+		return NULL;
 	desc = lookup_rowtype_tupdesc(ARR_ELEMTYPE(arr), -1);
 	es_check_tupdesc(desc, "type eventsourced.event_data", lengthof(event_data_types),
 					 event_data_types);
@@ -487,7 +496,25 @@ es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
 		es_event_from_composite(elems[i], desc, i, &events[i]);
 	}
 	ReleaseTupleDesc(desc);
-	*nevents = n;
+	return events;
+}
+
+/* The events of an event_data[] argument, validated: not null, not empty */
+static EsEvent *
+es_events_arg(FunctionCallInfo fcinfo, int argno, int *nevents)
+{
+	EsEvent    *events;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("events must not be null")));
+	events = es_events_from_array(PG_GETARG_ARRAYTYPE_P(argno), nevents);
+	if (*nevents == 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("events must not be empty"),
+				 errhint("Pass at least one eventsourced.event(...).")));
 	return events;
 }
 

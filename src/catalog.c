@@ -188,20 +188,27 @@ const Oid	es_events_types[Natts_es_events] = {
 };
 
 /*
- * Refuse a row type of ours (a table's, or a composite type's) unless it
- * has natts columns (of these types, when given): fixed-size arrays and
+ * Whether a row type of ours (a table's, or a composite type's) has natts
+ * columns (of these types, when given): fixed-size arrays and
  * attribute numbers are sized for them.  DDL that would change them is
  * refused (see ddl.c); this catches a type changed with that guard
  * disabled, or a table left at an older version.
  */
-void
-es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types)
+static bool
+es_tupdesc_matches(TupleDesc desc, int natts, const Oid *types)
 {
 	bool		ok = (desc->natts == natts);
 
 	for (int i = 0; ok && types != NULL && i < natts; i++)
 		ok = !TupleDescAttr(desc, i)->attisdropped && TupleDescAttr(desc, i)->atttypid == types[i];
-	if (ok)
+	return ok;
+}
+
+/* Refuse a row type that es_tupdesc_matches does not accept, naming it */
+void
+es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types)
+{
+	if (es_tupdesc_matches(desc, natts, types))
 		return;
 	ereport(ERROR,
 			(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
@@ -210,10 +217,15 @@ es_check_tupdesc(TupleDesc desc, const char *name, int natts, const Oid *types)
 			 errhint("Run ALTER EXTENSION eventsourced UPDATE, or undo the change.")));
 }
 
-/* es_check_tupdesc for one of our tables, read or written directly */
+/*
+ * es_check_tupdesc for one of our tables, read or written directly (the
+ * name is formatted only for the error: this runs on every write)
+ */
 void
 es_check_shape(Relation rel, int natts, const Oid *types)
 {
+	if (es_tupdesc_matches(RelationGetDescr(rel), natts, types))
+		return;
 	es_check_tupdesc(RelationGetDescr(rel),
 					 psprintf("table %s", RelationGetRelationName(rel)), natts, types);
 }

@@ -11,8 +11,10 @@
  * event handler.  Cached states and command-side snapshots carry the
  * registration generation; those of another generation are ignored.
  * Handlers run in their sandbox (sandbox.c: as their function's owner,
- * restricted, with their registration's search_path); our own writes run
- * as the table owner.
+ * restricted, with their registration's search_path).  Our own writes take
+ * the one path append uses: the events through the internal append
+ * (es_append_locked, under the entity lock taken here once), the cached
+ * state and snapshots directly into their tables (write.c).
  */
 #include "eventsourced.h"
 
@@ -35,13 +37,16 @@
 #include "utils/regproc.h"
 #include "utils/snapmgr.h"
 
-/* Attribute numbers shared by eventsourced.entity_states and snapshot_generations */
-#define Anum_es_state_seq_no		3
-#define Anum_es_entity_states_state 4
-#define Anum_es_entity_states_generation	5
-#define Anum_es_snapshot_generations_generation 4
-#define Natts_es_state_rows			5	/* entity_states; the larger of the two */
-#define Natts_es_snapshot_generations	4
+/* The larger of entity_states and snapshot_generations, whose rows es_state_row reads */
+#define Natts_es_state_rows			Natts_es_entity_states
+
+StaticAssertDecl(Anum_es_entity_states_seq_no == Anum_es_snapshot_generations_seq_no,
+				 "es_row_current reads the seq_no of both tables at one attribute number");
+
+/* The column types of eventsourced.entity_states, which is written directly */
+static const Oid es_entity_states_types[Natts_es_entity_states] = {
+	TEXTOID, TEXTOID, INT8OID, JSONBOID, INT8OID
+};
 
 /* Everything handle_command() knows about the entity while it decides */
 typedef struct EsCommand
@@ -58,14 +63,6 @@ typedef struct EsCommand
 	ItemPointerData state_tid;
 } EsCommand;
 
-
-static EsStatement upsert_snapshot_generation = {
-	"INSERT INTO eventsourced.snapshot_generations AS s "
-	"(entity_type, entity_id, seq_no, generation) VALUES ($1, $2, $3, $4) "
-	"ON CONFLICT (entity_type, entity_id) DO UPDATE SET seq_no = excluded.seq_no, "
-	"generation = excluded.generation",
-	4, {TEXTOID, TEXTOID, INT8OID, INT8OID}
-};
 
 /*
  * Make everything committed before the entity lock was granted, and this
@@ -197,7 +194,7 @@ static bool
 es_row_current(EsCommand *c, const Datum *values, int gen_attno, int64 last)
 {
 	return DatumGetInt64(values[gen_attno - 1]) == c->reg.generation &&
-		DatumGetInt64(values[Anum_es_state_seq_no - 1]) <= last;
+		DatumGetInt64(values[Anum_es_entity_states_seq_no - 1]) <= last;
 }
 
 /*
@@ -216,14 +213,14 @@ es_start_state(EsCommand *c, int64 last, const Datum *cached)
 	c->state = c->reg.initial_state;
 	if (cached && es_row_current(c, cached, Anum_es_entity_states_generation, last))
 	{
-		c->seq_no = DatumGetInt64(cached[Anum_es_state_seq_no - 1]);
+		c->seq_no = DatumGetInt64(cached[Anum_es_entity_states_seq_no - 1]);
 		c->state = cached[Anum_es_entity_states_state - 1];
 	}
 	else if (es_load_snapshot(&c->entity, &snap_seq_no, &snap_state) &&
 			 es_state_row(c, cat->snapshot_generations, cat->snapshot_generations_pkey,
 						  Natts_es_snapshot_generations, values, NULL) &&
 			 es_row_current(c, values, Anum_es_snapshot_generations_generation, last) &&
-			 DatumGetInt64(values[Anum_es_state_seq_no - 1]) == snap_seq_no)
+			 DatumGetInt64(values[Anum_es_snapshot_generations_seq_no - 1]) == snap_seq_no)
 	{
 		c->seq_no = snap_seq_no;
 		c->state = snap_state;
@@ -249,7 +246,7 @@ es_rebuild_state(EsCommand *c)
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									Natts_es_state_rows, cached, &c->state_tid);
 	last = es_locked_last_seq_no(&c->entity, c->has_state_row ?
-								 DatumGetInt64(cached[Anum_es_state_seq_no - 1]) : 0);
+								 DatumGetInt64(cached[Anum_es_entity_states_seq_no - 1]) : 0);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
 	if (c->seq_no < last)
 		es_sandbox_run(&c->reg.event_handler.run_as, es_fold_stored_events, c);
@@ -307,15 +304,11 @@ es_write_state(EsCommand *c)
 	TupleTableSlot *slot;
 
 	es_table_open(&w, es_catalog()->entity_states, InvalidOid);
-	es_check_shape(w.rel, Natts_es_state_rows, NULL);
-	slot = es_table_slot(&w);
-	ExecClearTuple(slot);
-	slot->tts_values[0] = PointerGetDatum(c->entity.type);
-	slot->tts_values[1] = PointerGetDatum(c->entity.id);
-	slot->tts_values[2] = Int64GetDatum(c->seq_no);
+	es_check_shape(w.rel, Natts_es_entity_states, es_entity_states_types);
+	slot = es_table_entity_slot(&w, &c->entity);
+	slot->tts_values[Anum_es_entity_states_seq_no - 1] = Int64GetDatum(c->seq_no);
 	slot->tts_values[Anum_es_entity_states_state - 1] = c->state;
 	slot->tts_values[Anum_es_entity_states_generation - 1] = Int64GetDatum(c->reg.generation);
-	memset(slot->tts_isnull, 0, sizeof(bool) * slot->tts_tupleDescriptor->natts);
 	ExecStoreVirtualTuple(slot);
 	if (c->has_state_row)
 		es_table_update(&w, &c->state_tid, slot);
@@ -329,18 +322,11 @@ static void
 es_store_state(EsCommand *c, int64 before)
 {
 	int32		n = c->reg.snapshot_after;
-	Datum		values[5];
 
 	es_write_state(c);
 	if (n == 0 || (c->seq_no / n == before / n && c->folded < n))
 		return;
-	es_save_snapshot(&c->entity, c->seq_no, c->state);
-	values[0] = PointerGetDatum(c->entity.type);
-	values[1] = PointerGetDatum(c->entity.id);
-	values[2] = Int64GetDatum(c->seq_no);
-	values[3] = Int64GetDatum(c->reg.generation);
-	(void) es_exec_as_owner(es_catalog()->snapshot_generations, &upsert_snapshot_generation,
-							values, NULL);
+	es_save_command_snapshot(&c->entity, c->seq_no, c->state, c->reg.generation);
 }
 
 /* The events of a decision to fold, after seq_no before */
@@ -358,31 +344,23 @@ es_fold_decision(void *arg)
 	EsFoldDecision *f = (EsFoldDecision *) arg;
 
 	for (int i = 0; i < f->d->nevents; i++)
-	{
-		text	   *event_type;
-		Datum		payload;
-
-		es_decision_event(f->d, i, &event_type, &payload);
-		es_apply_event(f->c, f->before + i + 1, event_type, payload, false);
-	}
+		es_apply_event(f->c, f->before + i + 1, f->d->events[i].event_type,
+					   f->d->events[i].payload, false);
 }
 
 /*
- * Append the decision's events (append validates them) and fold them into
- * the state.  Events whose ids the entity already holds were appended by
- * an earlier attempt: then nothing changes.
+ * Append the decision's events (validated when the decision was read) with
+ * the entity lock the command holds, and fold them into the state.  Events
+ * whose ids the entity already holds were appended by an earlier attempt:
+ * then nothing changes.
  */
 static void
 es_apply_decision(EsCommand *c, const EsDecision *d)
 {
 	EsFoldDecision f = {c, d, c->seq_no};
-	int64		last;
 
-	last = DatumGetInt64(DirectFunctionCall4(eventsourced_append_batch,
-											 PointerGetDatum(c->entity.type),
-											 PointerGetDatum(c->entity.id),
-											 Int64GetDatum(f.before), d->events));
-	if (last != f.before + d->nevents)
+	if (es_append_locked(&c->entity, f.before, d->events, d->nevents) !=
+		f.before + d->nevents)
 		return;
 	es_sandbox_run(&c->reg.event_handler.run_as, es_fold_decision, &f);
 	es_store_state(c, f.before);

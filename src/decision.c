@@ -20,104 +20,84 @@
 #define Anum_es_decision_rejection	4
 #define Natts_es_decision			4
 
-/* Attribute numbers of eventsourced.event_data */
-#define Anum_es_event_data_event_type	1
-#define Anum_es_event_data_payload		2
-
 /* Attribute numbers of eventsourced.command_result */
 #define Natts_es_command_result		5
 
+/* A decision's fields, deformed once */
+typedef struct EsDecisionFields
+{
+	Datum		values[Natts_es_decision];
+	bool		nulls[Natts_es_decision];
+} EsDecisionFields;
+
 /* A decision field that must be present */
 static Datum
-es_required_field(HeapTupleHeader decision, int attno, const char *field,
+es_required_field(const EsDecisionFields *f, int attno, const char *field,
 				  Oid handler, const char *hint)
 {
-	bool		isnull;
-	Datum		value = GetAttributeByNum(decision, attno, &isnull);
-
-	if (isnull)
+	if (f->nulls[attno - 1])
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("%s of the decision of command handler %s must not be null",
 						field, format_procedure(handler)),
 				 errhint("%s", hint)));
-	return value;
+	return f->values[attno - 1];
 }
 
-/* The decision's events, deconstructed; none when the field is NULL */
+/*
+ * The fields of a decision of the shape this code reads (its type could
+ * have been altered)
+ */
 static void
-es_decision_events(HeapTupleHeader decision, EsDecision *d)
-{
-	bool		isnull;
-	Datum		events = GetAttributeByNum(decision, Anum_es_decision_events, &isnull);
-	ArrayType  *arr;
-	int16		typlen;
-	bool		typbyval;
-	char		typalign;
-
-	d->events = (Datum) 0;
-	d->nevents = 0;
-	if (isnull)
-		return;
-	arr = DatumGetArrayTypeP(events);
-	get_typlenbyvalalign(ARR_ELEMTYPE(arr), &typlen, &typbyval, &typalign);
-	deconstruct_array(arr, ARR_ELEMTYPE(arr), typlen, typbyval, typalign,
-					  &d->elems, &d->elem_nulls, &d->nevents);
-	d->events = PointerGetDatum(arr);
-}
-
-/* A decision of the shape this code reads (its type could have been altered) */
-static void
-es_check_decision_type(HeapTupleHeader decision)
+es_decision_fields(HeapTupleHeader decision, EsDecisionFields *f)
 {
 	TupleDesc	desc = lookup_rowtype_tupdesc(HeapTupleHeaderGetTypeId(decision),
 											  HeapTupleHeaderGetTypMod(decision));
+	HeapTupleData tuple;
 
 	es_check_tupdesc(desc, "type eventsourced.decision", Natts_es_decision, NULL);
+	tuple.t_len = HeapTupleHeaderGetDatumLength(decision);
+	ItemPointerSetInvalid(&tuple.t_self);
+	tuple.t_tableOid = InvalidOid;
+	tuple.t_data = decision;
+	heap_deform_tuple(&tuple, desc, f->values, f->nulls);
 	ReleaseTupleDesc(desc);
 }
 
 /*
- * Read what a command handler returned (handler names it in messages).
- * Events are validated later, by the append.
+ * Read what a command handler returned (handler names it in messages).  The
+ * events are validated as an append validates its argument (none when the
+ * field is NULL or the array empty).
  */
 void
 es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d)
 {
-	HeapTupleHeader decision;
+	EsDecisionFields f;
 
 	if (isnull)
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("command handler %s returned null", format_procedure(handler)),
 				 errhint("Return eventsourced.emit(...), eventsourced.reply(...) or eventsourced.reject(...).")));
-	decision = DatumGetHeapTupleHeader(result);
-	es_check_decision_type(decision);
-	d->accepted = DatumGetBool(es_required_field(decision, Anum_es_decision_accepted,
+	es_decision_fields(DatumGetHeapTupleHeader(result), &f);
+	d->accepted = DatumGetBool(es_required_field(&f, Anum_es_decision_accepted,
 												 "accepted", handler,
 												 "Build decisions with eventsourced.emit(), reply() or reject()."));
-	d->reply = GetAttributeByNum(decision, Anum_es_decision_reply, &d->reply_isnull);
+	d->reply = f.values[Anum_es_decision_reply - 1];
+	d->reply_isnull = f.nulls[Anum_es_decision_reply - 1];
 	d->rejection = (Datum) 0;
-	if (d->accepted)
-		es_decision_events(decision, d);
-	else
-	{
-		d->rejection = es_required_field(decision, Anum_es_decision_rejection,
+	d->events = NULL;
+	d->nevents = 0;
+	if (!d->accepted)
+		d->rejection = es_required_field(&f, Anum_es_decision_rejection,
 										 "rejection", handler,
 										 "Use 'null'::jsonb for a rejection without details.");
-		d->nevents = 0;
+	else if (!f.nulls[Anum_es_decision_events - 1])
+	{
+		d->events = es_events_from_array(DatumGetArrayTypeP(f.values[Anum_es_decision_events - 1]),
+										 &d->nevents);
+		es_check_event_ids(d->events, d->nevents);
 	}
-}
-
-/* Event i of an accepted decision (validated by the append): type and payload */
-void
-es_decision_event(const EsDecision *d, int i, text **event_type, Datum *payload)
-{
-	HeapTupleHeader ev = DatumGetHeapTupleHeader(d->elems[i]);
-	bool		isnull;
-
-	*event_type = DatumGetTextPP(GetAttributeByNum(ev, Anum_es_event_data_event_type, &isnull));
-	*payload = GetAttributeByNum(ev, Anum_es_event_data_payload, &isnull);
 }
 
 /*

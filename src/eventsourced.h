@@ -16,6 +16,7 @@
 #include "access/sdir.h"
 #include "access/skey.h"
 #include "executor/tuptable.h"
+#include "utils/array.h"
 #include "utils/relcache.h"
 #include "utils/tuplestore.h"
 #include "utils/snapshot.h"
@@ -56,8 +57,20 @@
 #define Anum_es_snapshots_entity_id		2
 #define Anum_es_snapshots_seq_no		3
 #define Anum_es_snapshots_state			4
+#define Anum_es_snapshots_recorded_at	5
 #define Anum_es_snapshots_state_bytes	6
 #define Natts_es_snapshots				6
+
+/* Attribute numbers of eventsourced.entity_states */
+#define Anum_es_entity_states_seq_no		3
+#define Anum_es_entity_states_state			4
+#define Anum_es_entity_states_generation	5
+#define Natts_es_entity_states				5
+
+/* Attribute numbers of eventsourced.snapshot_generations */
+#define Anum_es_snapshot_generations_seq_no		3
+#define Anum_es_snapshot_generations_generation	4
+#define Natts_es_snapshot_generations			4
 
 /* An entity: type name and id, both validated */
 typedef struct EsEntity
@@ -216,7 +229,8 @@ extern bool es_fetch_seq_no(Relation events, Relation pkey, const EsEntity *enti
 							TupleTableSlot *slot);
 
 /* snapshot.c */
-extern void es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state);
+extern void es_save_command_snapshot(const EsEntity *entity, int64 seq_no, Datum state,
+									 int64 generation);
 extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state);
 extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state,
 							  bool *binary);
@@ -235,13 +249,21 @@ typedef struct EsTableWriter
 extern void es_table_open(EsTableWriter *w, Oid relid, Oid skip);
 extern Relation es_table_index_rel(EsTableWriter *w, Oid indexid);
 extern TupleTableSlot *es_table_slot(EsTableWriter *w);
+extern TupleTableSlot *es_table_entity_slot(EsTableWriter *w, const EsEntity *entity);
 extern void es_table_insert(EsTableWriter *w, TupleTableSlot *slot);
 extern void es_table_index(EsTableWriter *w, TupleTableSlot *slot);
 extern void es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot);
+extern TupleTableSlot *es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys, int nkeys);
+extern void es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot);
+extern void es_table_delete(EsTableWriter *w, ItemPointer tid);
 extern void es_table_close(EsTableWriter *w);
 
 /* append.c */
 extern void es_lock_entity(const EsEntity *entity);
+extern void es_check_event_ids(const EsEvent *events, int nevents);
+extern EsEvent *es_events_from_array(ArrayType *arr, int *nevents);
+extern int64 es_append_locked(const EsEntity *entity, int64 expected,
+							  const EsEvent *events, int nevents);
 extern int64 es_append_events(const EsEntity *entity, int64 expected,
 							  const EsEvent *events, int nevents);
 
@@ -309,9 +331,7 @@ extern void es_check_manage(Oid owner, Oid relid, const char *what);
 typedef struct EsDecision
 {
 	bool		accepted;
-	Datum		events;			/* event_data[], or 0 when there are none */
-	Datum	   *elems;			/* its elements */
-	bool	   *elem_nulls;
+	EsEvent    *events;			/* validated; NULL when there are none */
 	int			nevents;
 	Datum		reply;			/* jsonb */
 	bool		reply_isnull;
@@ -319,11 +339,7 @@ typedef struct EsDecision
 } EsDecision;
 
 extern void es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d);
-extern void es_decision_event(const EsDecision *d, int i, text **event_type, Datum *payload);
 extern Datum es_command_result(FunctionCallInfo fcinfo, const EsDecision *d,
 							   int64 seq_no, Datum state);
-
-/* command.c (append.c's SQL entry point, reused for its validation) */
-extern Datum eventsourced_append_batch(PG_FUNCTION_ARGS);
 
 #endif							/* EVENTSOURCED_H */

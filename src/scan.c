@@ -29,10 +29,12 @@ es_entity_scankeys(ScanKey keys, const EsEntity *entity)
 
 /*
  * Fetch the first row that matches the keys in the given direction,
- * counting rows of transactions still in progress: their inserter is waited
- * for and the lookup repeated.  The slot keeps its own buffer pin, so the row
- * stays readable after the scan ends.  Writers hold the entity lock, so only rows
- * written around eventsourced.append() can make us wait.
+ * counting rows of transactions still in progress: their inserter (or the
+ * transaction deleting or updating the row) is waited for and the lookup
+ * repeated, as a unique check does.  The slot keeps its own buffer pin, so
+ * the row stays readable after the scan ends.  Writers hold the entity
+ * lock, so only rows written around eventsourced.append() (or by hand: a
+ * purge, a DELETE from the snapshots) can make us wait.
  */
 bool
 es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
@@ -51,6 +53,8 @@ es_fetch_latest(Relation heap, Relation index, ScanKey keys, int nkeys,
 		found = index_getnext_slot(scan, dir, slot);
 		if (found && TransactionIdIsValid(dirty.xmin))
 			wait_for = dirty.xmin;
+		else if (found && TransactionIdIsValid(dirty.xmax))
+			wait_for = dirty.xmax;
 		index_endscan(scan);
 		if (!TransactionIdIsValid(wait_for))
 			return found;

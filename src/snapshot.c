@@ -4,14 +4,16 @@
  *
  * One row per entity; saving replaces an older snapshot and never a newer
  * one.  The state is JSON (column state) or bytes (column state_bytes).
- * Writes run as the owner of the snapshots table, so callers need only
- * EXECUTE on save_snapshot().
+ * Writes go directly into the table and its indexes (write.c), as the
+ * events do, under the entity lock that every writer of a snapshot row
+ * holds; callers need only EXECUTE on save_snapshot().
  */
 #include "eventsourced.h"
 
 #include "access/genam.h"
 #include "access/relscan.h"
 #include "access/table.h"
+#include "access/xact.h"
 #include "catalog/pg_type.h"
 #include "executor/spi.h"
 #include "funcapi.h"
@@ -23,43 +25,119 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-static EsStatement save_snapshot = {
-	"INSERT INTO eventsourced.snapshots AS s (entity_type, entity_id, seq_no, state, state_bytes) "
-	"VALUES ($1, $2, $3, $4, $5) "
-	"ON CONFLICT (entity_type, entity_id) DO UPDATE "
-	"SET seq_no = excluded.seq_no, state = excluded.state, state_bytes = excluded.state_bytes, "
-	"recorded_at = pg_catalog.now() "
-	"WHERE s.seq_no OPERATOR(pg_catalog.<=) excluded.seq_no",
-	5, {TEXTOID, TEXTOID, INT8OID, JSONBOID, BYTEAOID}
+/* The column types of eventsourced.snapshots, which is written directly */
+static const Oid es_snapshots_types[Natts_es_snapshots] = {
+	TEXTOID, TEXTOID, INT8OID, JSONBOID, TIMESTAMPTZOID, BYTEAOID
 };
 
-/* handle_command's claim on the entity's snapshot (see eventsourced_save_snapshot) */
-static EsStatement forget_command_snapshot = {
-	"DELETE FROM eventsourced.snapshot_generations "
-	"WHERE entity_type OPERATOR(pg_catalog.=) $1 COLLATE pg_catalog.\"C\" "
-	"AND entity_id OPERATOR(pg_catalog.=) $2 COLLATE pg_catalog.\"C\"",
-	2, {TEXTOID, TEXTOID}
+/* The column types of eventsourced.snapshot_generations */
+static const Oid es_snapshot_generations_types[Natts_es_snapshot_generations] = {
+	TEXTOID, TEXTOID, INT8OID, INT8OID
 };
 
-/* The snapshot's seq_no must name an event the entity has */
+/*
+ * Open a table keyed by entity for writing (its shape checked) and find the
+ * entity's row in it: NULL when there is none.
+ */
+static TupleTableSlot *
+es_open_entity_row(EsTableWriter *w, Oid relid, Oid pkey, int natts, const Oid *types,
+				   const EsEntity *entity)
+{
+	ScanKeyData keys[2];
+
+	es_table_open(w, relid, InvalidOid);
+	es_check_shape(w->rel, natts, types);
+	es_entity_scankeys(keys, entity);
+	return es_table_find(w, pkey, keys, 2);
+}
+
+/*
+ * Write the entity's snapshot, unless the one kept is newer; whether it was
+ * written.  Every writer of a snapshot row holds the entity lock
+ * (handle_command, save_snapshot), so the row found stays the current one:
+ * a direct write needs none of INSERT ... ON CONFLICT's waiting and
+ * retrying.
+ */
+static bool
+es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary)
+{
+	const EsCatalog *cat = es_catalog();
+	EsTableWriter w;
+	TupleTableSlot *old;
+	TupleTableSlot *slot;
+	bool		isnull;
+	bool		newer;
+
+	old = es_open_entity_row(&w, cat->snapshots, cat->snapshots_pkey, Natts_es_snapshots,
+							 es_snapshots_types, entity);
+	newer = old != NULL &&
+		DatumGetInt64(slot_getattr(old, Anum_es_snapshots_seq_no, &isnull)) > seq_no;
+	if (!newer)
+	{
+		slot = es_table_entity_slot(&w, entity);
+		slot->tts_values[Anum_es_snapshots_seq_no - 1] = Int64GetDatum(seq_no);
+		slot->tts_values[Anum_es_snapshots_state - 1] = binary ? (Datum) 0 : state;
+		slot->tts_isnull[Anum_es_snapshots_state - 1] = binary;
+		slot->tts_values[Anum_es_snapshots_recorded_at - 1] =
+			TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+		slot->tts_values[Anum_es_snapshots_state_bytes - 1] = binary ? state : (Datum) 0;
+		slot->tts_isnull[Anum_es_snapshots_state_bytes - 1] = !binary;
+		ExecStoreVirtualTuple(slot);
+		es_table_put(&w, old, slot);
+	}
+	es_table_close(&w);
+	return !newer;
+}
+
+/*
+ * Record that handle_command saved the entity's snapshot at seq_no, under
+ * this registration generation: commands start only from such snapshots.
+ */
+static void
+es_claim_snapshot(const EsEntity *entity, int64 seq_no, int64 generation)
+{
+	const EsCatalog *cat = es_catalog();
+	EsTableWriter w;
+	TupleTableSlot *old;
+	TupleTableSlot *slot;
+
+	old = es_open_entity_row(&w, cat->snapshot_generations, cat->snapshot_generations_pkey,
+							 Natts_es_snapshot_generations, es_snapshot_generations_types,
+							 entity);
+	slot = es_table_entity_slot(&w, entity);
+	slot->tts_values[Anum_es_snapshot_generations_seq_no - 1] = Int64GetDatum(seq_no);
+	slot->tts_values[Anum_es_snapshot_generations_generation - 1] = Int64GetDatum(generation);
+	ExecStoreVirtualTuple(slot);
+	es_table_put(&w, old, slot);
+	es_table_close(&w);
+}
+
+/* Forget handle_command's claim on the entity's snapshot, if it has one */
+static void
+es_forget_snapshot_claim(const EsEntity *entity)
+{
+	const EsCatalog *cat = es_catalog();
+	EsTableWriter w;
+	TupleTableSlot *old;
+
+	old = es_open_entity_row(&w, cat->snapshot_generations, cat->snapshot_generations_pkey,
+							 Natts_es_snapshot_generations, es_snapshot_generations_types,
+							 entity);
+	if (old != NULL)
+		es_table_delete(&w, &old->tts_tid);
+	es_table_close(&w);
+}
+
+/*
+ * The snapshot's seq_no (at least 1) must name an event the entity has;
+ * the caller holds the entity lock.
+ */
 static void
 es_check_snapshot_seq_no(const EsEntity *entity, int64 seq_no)
 {
-	const EsCatalog *cat = es_catalog();
-	Relation	events;
-	Relation	pkey;
 	int64		last;
 
-	if (seq_no < 1)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("snapshot seq_no must be at least 1"),
-				 errdetail("seq_no was " INT64_FORMAT ".", seq_no)));
-	events = table_open(cat->events, AccessShareLock);
-	pkey = index_open(cat->events_pkey, AccessShareLock);
-	last = es_last_seq_no(events, pkey, entity);
-	index_close(pkey, AccessShareLock);
-	table_close(events, AccessShareLock);
+	last = es_locked_last_seq_no(entity, -1);
 	if (seq_no > last)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
@@ -70,29 +148,16 @@ es_check_snapshot_seq_no(const EsEntity *entity, int64 seq_no)
 }
 
 /*
- * Store a JSON (binary false) or binary state, as the snapshots table's
- * owner; whether it was stored (an older snapshot than the one kept is not).
+ * handle_command's snapshot of the state it built, at the seq_no it just
+ * appended under the entity lock (so not checked again), and its claim on
+ * it.  The claim is written even when a newer snapshot is kept: its seq_no
+ * then differs from the snapshot's, and commands do not use it.
  */
-static bool
-es_store_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary)
-{
-	Datum		values[5];
-	bool		nulls[5] = {false, false, false, binary, !binary};
-
-	es_check_snapshot_seq_no(entity, seq_no);
-	values[0] = PointerGetDatum(entity->type);
-	values[1] = PointerGetDatum(entity->id);
-	values[2] = Int64GetDatum(seq_no);
-	values[3] = binary ? (Datum) 0 : state;
-	values[4] = binary ? state : (Datum) 0;
-	return es_exec_as_owner(es_catalog()->snapshots, &save_snapshot, values, nulls) > 0;
-}
-
-/* Store a JSON snapshot (for handle_command) */
 void
-es_save_snapshot(const EsEntity *entity, int64 seq_no, Datum state)
+es_save_command_snapshot(const EsEntity *entity, int64 seq_no, Datum state, int64 generation)
 {
-	(void) es_store_snapshot(entity, seq_no, state, false);
+	(void) es_write_snapshot(entity, seq_no, state, false);
+	es_claim_snapshot(entity, seq_no, generation);
 }
 
 /*
@@ -184,13 +249,14 @@ PG_FUNCTION_INFO_V1(eventsourced_save_snapshot);
 /*
  * save_snapshot(entity_type, entity_id, seq_no, state).  A snapshot saved
  * by hand replaces the one handle_command saved, so the command's claim on
- * it goes: commands never fold from state they did not build.
+ * it goes: commands never fold from state they did not build.  It takes
+ * the entity lock, as every writer of a snapshot row does.
  */
 Datum
 eventsourced_save_snapshot(PG_FUNCTION_ARGS)
 {
 	EsEntity	entity = es_entity_arg(fcinfo, 0, 1);
-	Datum		key[2];
+	int64		seq_no;
 
 	if (PG_ARGISNULL(2))
 		ereport(ERROR,
@@ -201,14 +267,19 @@ eventsourced_save_snapshot(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("state must not be null"),
 				 errhint("Use 'null'::jsonb for an empty state.")));
+	seq_no = PG_GETARG_INT64(2);
+	if (seq_no < 1)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("snapshot seq_no must be at least 1"),
+				 errdetail("seq_no was " INT64_FORMAT ".", seq_no)));
 	PreventCommandIfReadOnly("eventsourced.save_snapshot()");
-	if (!es_store_snapshot(&entity, PG_GETARG_INT64(2), PG_GETARG_DATUM(3),
-						   get_fn_expr_argtype(fcinfo->flinfo, 3) == BYTEAOID))
-		PG_RETURN_VOID();
-	key[0] = PointerGetDatum(entity.type);
-	key[1] = PointerGetDatum(entity.id);
-	(void) es_exec_as_owner(es_catalog()->snapshot_generations, &forget_command_snapshot,
-							key, NULL);
+	PreventCommandIfParallelMode("eventsourced.save_snapshot()");
+	es_lock_entity(&entity);
+	es_check_snapshot_seq_no(&entity, seq_no);
+	if (es_write_snapshot(&entity, seq_no, PG_GETARG_DATUM(3),
+						  get_fn_expr_argtype(fcinfo->flinfo, 3) == BYTEAOID))
+		es_forget_snapshot_claim(&entity);
 	PG_RETURN_VOID();
 }
 

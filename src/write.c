@@ -1,8 +1,10 @@
 /*
  * write.c
- *		Direct writes into the extension's own tables: a heap insert or
- *		update plus the index entries, with no SQL parsed or planned.  The
- *		callers hold the entity lock, so no other writer touches the rows.
+ *		Direct writes into the extension's own tables: a heap insert,
+ *		update or delete plus the index entries, with no SQL parsed or
+ *		planned.  The one way the extension writes events, cached states
+ *		and snapshots.  The callers hold the entity lock, so no other
+ *		writer of ours touches the rows.
  */
 #include "eventsourced.h"
 
@@ -80,12 +82,46 @@ es_table_slot(EsTableWriter *w)
 	return ExecInitExtraTupleSlot(w->estate, RelationGetDescr(w->rel), &TTSOpsVirtual);
 }
 
+/*
+ * A slot for a row of a table keyed by entity (its first two columns), the
+ * names filled in and no column null yet; the caller fills the others and
+ * stores it.
+ */
+TupleTableSlot *
+es_table_entity_slot(EsTableWriter *w, const EsEntity *entity)
+{
+	TupleTableSlot *slot = es_table_slot(w);
+
+	ExecClearTuple(slot);
+	memset(slot->tts_isnull, 0, sizeof(bool) * slot->tts_tupleDescriptor->natts);
+	slot->tts_values[0] = PointerGetDatum(entity->type);
+	slot->tts_values[1] = PointerGetDatum(entity->id);
+	return slot;
+}
+
 /* Insert a row and its index entries */
 void
 es_table_insert(EsTableWriter *w, TupleTableSlot *slot)
 {
 	table_tuple_insert(w->rel, slot, GetCurrentCommandId(true), 0, NULL);
 	es_table_index(w, slot);
+}
+
+/*
+ * The row the keys find through one of the open indexes, rows of
+ * transactions in flight counted (their writer is waited for), in a slot
+ * freed with the writer; NULL when there is none.  For a writer holding the
+ * entity lock, as every writer of the row does: it stays the current row.
+ */
+TupleTableSlot *
+es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys, int nkeys)
+{
+	TupleTableSlot *slot = table_slot_create(w->rel, &w->estate->es_tupleTable);
+
+	if (es_fetch_latest(w->rel, es_table_index_rel(w, indexid), keys, nkeys,
+						ForwardScanDirection, slot))
+		return slot;
+	return NULL;
 }
 
 /* Replace the row at tid; new index entries only when the update is not HOT */
@@ -101,6 +137,23 @@ es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
 	if (update_indexes)
 		es_table_index(w, slot);
+}
+
+/* Replace the row es_table_find found (old), or insert one when it found none */
+void
+es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot)
+{
+	if (old != NULL)
+		es_table_update(w, &old->tts_tid, slot);
+	else
+		es_table_insert(w, slot);
+}
+
+/* Delete the row at tid */
+void
+es_table_delete(EsTableWriter *w, ItemPointer tid)
+{
+	simple_table_tuple_delete(w->rel, tid, GetActiveSnapshot());
 }
 
 /* Close what es_table_open opened; the table stays locked until the end of the transaction */
