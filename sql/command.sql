@@ -367,6 +367,24 @@ SELECT count(*) FROM cmdevil.entity_types;
 RESET search_path;
 DROP SCHEMA cmdevil CASCADE;
 
+-- A handler that truncates the state cache and writes another entity's
+-- row there: the command's own row is written by its key, the other row
+-- stays.
+CREATE FUNCTION cmdtest.truncating(entity_id text, state jsonb, args jsonb)
+RETURNS eventsourced.decision LANGUAGE plpgsql AS $$
+BEGIN
+    IF args ? 't' THEN
+        TRUNCATE eventsourced.entity_states;
+        INSERT INTO eventsourced.entity_states VALUES ('book', 'zz', 1, '{"total": 42}', 1);
+    END IF;
+    RETURN eventsourced.emit('Added', '{"n": 1}');
+END $$;
+SELECT eventsourced.register_command('book', 'Truncating', 'cmdtest.truncating(text,jsonb,jsonb)');
+TRUNCATE eventsourced.entity_states;
+SELECT seq_no FROM eventsourced.handle_command('book', 'tr1', 'Truncating', '{}');
+SELECT seq_no FROM eventsourced.handle_command('book', 'tr1', 'Truncating', '{"t": 1}');
+SELECT entity_id, seq_no FROM eventsourced.entity_states ORDER BY entity_id;
+
 DROP OWNED BY es_cmd_app, es_cmd_nobody;
 DROP ROLE es_cmd_app;
 DROP ROLE es_cmd_nobody;

@@ -37,6 +37,23 @@ COMMIT;
 SELECT eventsourced.append('ops_p', 'e1', 1, 'E', '{}');
 SELECT eventsourced.append('ops_p', 'e1', 12, 'E', '{}');
 
+-- A whole entity purged by the documented procedure (events, snapshot,
+-- cached state and snapshot claim) and written again: a command starts
+-- from the new events, not from the purged state.
+SELECT seq_no, state FROM eventsourced.handle_command('ops', 'gone', 'Add', '{"n": 7}');
+SELECT seq_no, state FROM eventsourced.handle_command('ops', 'gone', 'Add', '{"n": 5}');
+BEGIN;
+ALTER TABLE eventsourced.events DISABLE TRIGGER events_immutable;
+DELETE FROM eventsourced.events WHERE entity_type = 'ops' AND entity_id = 'gone';
+ALTER TABLE eventsourced.events ENABLE ALWAYS TRIGGER events_immutable;
+DELETE FROM eventsourced.snapshots WHERE entity_type = 'ops' AND entity_id = 'gone';
+DELETE FROM eventsourced.entity_states WHERE entity_type = 'ops' AND entity_id = 'gone';
+DELETE FROM eventsourced.snapshot_generations WHERE entity_type = 'ops' AND entity_id = 'gone';
+COMMIT;
+SELECT eventsourced.append('ops', 'gone', 0, 'Added', '{"n": 1}');
+SELECT eventsourced.append('ops', 'gone', 1, 'Added', '{"n": 1}');
+SELECT seq_no, state FROM eventsourced.handle_command('ops', 'gone', 'Add', '{"n": 1}');
+
 -- A purge inside the transaction that appended: the transaction's own
 -- memory of the entity's last seq_no is dropped too.
 BEGIN;

@@ -61,6 +61,7 @@ typedef struct EsCommand
 	int			cur;
 	bool		has_state_row;	/* entity_states has a row for it, at state_tid */
 	ItemPointerData state_tid;
+	Oid			state_relfilenode;	/* of entity_states when the row was read */
 } EsCommand;
 
 
@@ -227,6 +228,17 @@ es_start_state(EsCommand *c, int64 last, const Datum *cached)
 	}
 }
 
+/* The storage of a table we hold a lock on (TRUNCATE gives it new storage) */
+static Oid
+es_relfilenode(Oid relid)
+{
+	Relation	rel = table_open(relid, NoLock);
+	Oid			node = rel->rd_node.relNode;
+
+	table_close(rel, NoLock);
+	return node;
+}
+
 /*
  * Rebuild the entity's state up to its last event.  The cached state's
  * seq_no is the hint for finding the last seq_no with point lookups.
@@ -245,6 +257,7 @@ es_rebuild_state(EsCommand *c)
 	LockRelationOid(cat->entity_states, RowExclusiveLock);
 	c->has_state_row = es_state_row(c, cat->entity_states, cat->entity_states_pkey,
 									Natts_es_state_rows, cached, &c->state_tid);
+	c->state_relfilenode = es_relfilenode(cat->entity_states);
 	last = es_locked_last_seq_no(&c->entity, c->has_state_row ?
 								 DatumGetInt64(cached[Anum_es_entity_states_seq_no - 1]) : 0);
 	es_start_state(c, last, c->has_state_row ? cached : NULL);
@@ -295,13 +308,16 @@ es_decide(EsCommand *c, const EsHandler *handler, Datum args, EsDecision *d)
 /*
  * Keep the new state with the entity: its entity_states row is updated in
  * place (usually a HOT update) or inserted.  We hold the entity lock, so
- * the row found when the state was rebuilt is still the current one.
+ * the row found when the state was rebuilt is normally still the current
+ * one; when a handler truncated the table meanwhile, or a hand-made UPDATE
+ * or DELETE changed the row, it is looked up again.
  */
 static void
 es_write_state(EsCommand *c)
 {
 	EsTableWriter w;
 	TupleTableSlot *slot;
+	ScanKeyData keys[2];
 
 	es_table_open(&w, es_catalog()->entity_states, InvalidOid);
 	es_check_shape(w.rel, Natts_es_entity_states, es_entity_states_types);
@@ -310,10 +326,14 @@ es_write_state(EsCommand *c)
 	slot->tts_values[Anum_es_entity_states_state - 1] = c->state;
 	slot->tts_values[Anum_es_entity_states_generation - 1] = Int64GetDatum(c->reg.generation);
 	ExecStoreVirtualTuple(slot);
-	if (c->has_state_row)
-		es_table_update(&w, &c->state_tid, slot);
-	else
+	if (!c->has_state_row)
 		es_table_insert(&w, slot);
+	else if (w.rel->rd_node.relNode != c->state_relfilenode ||
+			 !es_table_try_update(&w, &c->state_tid, slot))
+	{
+		es_entity_scankeys(keys, &c->entity);
+		es_table_put(&w, es_table_find(&w, es_catalog()->entity_states_pkey, keys, 2), slot);
+	}
 	es_table_close(&w);
 }
 

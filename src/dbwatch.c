@@ -39,6 +39,7 @@ static List *touched_databases = NIL;	/* created or altered (TopMemoryContext) *
 static List *left_databases = NIL;	/* marked left (TopMemoryContext) */
 static bool extension_created = false;	/* some extension */
 static bool extension_dropped = false;	/* ours */
+static Oid	dropped_extension = InvalidOid; /* ours, as it was dropped */
 static bool stop_workers = false;	/* decided just before commit */
 static bool start_workers = false;
 
@@ -73,7 +74,10 @@ es_object_access(ObjectAccessType access, Oid classId, Oid objectId,
 			extension_created = true;
 		else if (access == OAT_DROP &&
 				 objectId == get_extension_oid("eventsourced", true))
+		{
 			extension_dropped = true;
+			dropped_extension = objectId;
+		}
 	}
 }
 
@@ -159,11 +163,16 @@ es_process_utility(PlannedStmt *pstmt, const char *queryString, bool readOnlyTre
 static void
 es_dbwatch_pre_commit(void)
 {
+	Oid			current;
 	bool		exists;
 
 	if (!extension_created && !extension_dropped)
 		return;
-	exists = OidIsValid(get_extension_oid("eventsourced", true));
+	current = get_extension_oid("eventsourced", true);
+	exists = OidIsValid(current);
+	/* the same extension still there: its drop was rolled back to a savepoint */
+	if (extension_dropped && current == dropped_extension && !extension_created)
+		return;
 	stop_workers = extension_dropped;	/* dropped, maybe created again */
 	start_workers = exists;
 }
@@ -203,6 +212,7 @@ es_dbwatch_ended(void)
 	left_databases = touched_databases = NIL;
 	dropped_database = InvalidOid;
 	extension_created = extension_dropped = false;
+	dropped_extension = InvalidOid;
 	stop_workers = start_workers = false;
 }
 

@@ -253,6 +253,7 @@ extern TupleTableSlot *es_table_entity_slot(EsTableWriter *w, const EsEntity *en
 extern void es_table_insert(EsTableWriter *w, TupleTableSlot *slot);
 extern void es_table_index(EsTableWriter *w, TupleTableSlot *slot);
 extern void es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot);
+extern bool es_table_try_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot);
 extern TupleTableSlot *es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys, int nkeys);
 extern void es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot);
 extern void es_table_delete(EsTableWriter *w, ItemPointer tid);

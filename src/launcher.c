@@ -872,7 +872,7 @@ es_launcher_warn(void)
 			ereport(WARNING,
 					(errmsg("eventsourced: no background worker slot for database%s %s",
 							list_length(names) > 1 ? "s" : "", buf.data),
-					 errdetail("Until a slot is free, appends there send their notifications themselves and projections run only when run_projection() is called; the launcher tries again every second."),
+					 errdetail("Each has the extension or has not been checked for it yet (the check needs a slot too). Until a slot is free, appends there send their notifications themselves and projections run only when run_projection() is called; the launcher tries again every second."),
 					 errhint("Raise max_worker_processes (a restart): each database with the extension needs 1 + eventsourced.projection_workers (%d) slots, the launcher one, and parallel queries share them; or restrict eventsourced.worker_databases.",
 							 projection_workers)));
 		else

@@ -139,6 +139,28 @@ es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 		es_table_index(w, slot);
 }
 
+/*
+ * Replace the row at tid unless another transaction changed or deleted it
+ * meanwhile (a hand-made change; it is waited for): whether it was replaced.
+ */
+bool
+es_table_try_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
+{
+	TM_FailureData tmfd;
+	LockTupleMode lockmode;
+	bool		update_indexes;
+
+	if (OidIsValid(w->skipped))
+		elog(ERROR, "eventsourced: cannot update through a writer that left index %u closed",
+			 w->skipped);
+	if (table_tuple_update(w->rel, tid, slot, GetCurrentCommandId(true), GetActiveSnapshot(),
+						   InvalidSnapshot, true, &tmfd, &lockmode, &update_indexes) != TM_Ok)
+		return false;
+	if (update_indexes)
+		es_table_index(w, slot);
+	return true;
+}
+
 /* Replace the row es_table_find found (old), or insert one when it found none */
 void
 es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot)
