@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 30 (test/run fails when a different number of checks ran)
+# checks: 31 (test/run fails when a different number of checks ran)
 # The launcher: with the library preloaded and no worker setting at all,
 # every database where the extension exists gets its workers, found at
 # start and learnt of afterwards; statements that need a database to
@@ -95,6 +95,16 @@ check "DROP DATABASE works while its worker runs a handler" \
 
 # A role that may not drop a database cannot make its workers leave.
 notifier_pid() { q postgres "SELECT pid FROM pg_stat_activity WHERE backend_type = 'eventsourced notifier' AND datname = '$1'"; }
+# A DROP EXTENSION rolled back to a savepoint changes nothing: the same
+# workers go on.  (The launcher takes requests in order: once a later
+# database has its workers, any restart the rollback caused would show.)
+before=$(notifier_pid l_app)
+q l_app "BEGIN; SAVEPOINT s; DROP EXTENSION eventsourced CASCADE; ROLLBACK TO s; COMMIT" >/dev/null
+createdb l_later
+q l_later "CREATE EXTENSION eventsourced" >/dev/null
+check "a DROP EXTENSION rolled back to a savepoint leaves the workers alone" \
+      "$(workers l_later "1 1") $(notifier_pid l_app)" "1 1 $before"
+dropdb l_later
 q postgres "CREATE ROLE l_nobody LOGIN CREATEDB" >/dev/null
 before=$(notifier_pid l_app)
 refused=$(psql -X -q -t -A -v VERBOSITY=sqlstate -U l_nobody -d postgres -c "DROP DATABASE l_app" 2>&1)

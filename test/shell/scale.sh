@@ -112,7 +112,7 @@ differs: SELECT eventsourced.append('account', 'a6', 0, 'Opened', '{}');"
 check "sql/append.sql through the proxy: same results and errors but for transactions" "$out" "$want"
 [ "$out" = "$want" ] || cat "$work/compare.append.sql"
 out=$(compare command.sql)
-want="compared 67
+want="compared 69
 differs: SELECT accepted, rejection FROM eventsourced.handle_command('ledger', 'l1', 'Add', '{\"n\": 1}');"
 check "sql/command.sql through the proxy: same results and errors but for a rolled-back registration" "$out" "$want"
 [ "$out" = "$want" ] || cat "$work/compare.command.sql"
