@@ -11,7 +11,9 @@
  * <prefix>.<entity_type>.<entity_id>.<command> (tokens escaped as the
  * stream's subjects are) with a JSON body of arguments becomes one call of
  * eventsourced.handle_command; the reply is its result as JSON, or
- * {"error": {"sqlstate": ..., "message": ...}}.
+ * {"error": {"sqlstate": ..., "message": ...}}.  A request with the header
+ * Eventsourced-Command-Id passes it as the command id: a retry with that
+ * id gets the first attempt's result (extension 0.4.0).
  *
  *-------------------------------------------------------------------------
  */
@@ -27,6 +29,10 @@
 #define COMMAND_SQL \
 	"SELECT pg_catalog.row_to_json(r)::text" \
 	" FROM eventsourced.handle_command($1, $2, $3, $4::jsonb) r"
+#define COMMAND_ID_SQL \
+	"SELECT pg_catalog.row_to_json(r)::text" \
+	" FROM eventsourced.handle_command($1, $2, $3, $4::jsonb, $5) r"
+#define COMMAND_ID_HEADER		"Eventsourced-Command-Id"
 /* SQLSTATEs of the requests the relay refuses itself. */
 #define SQLSTATE_BAD_SUBJECT	"22023"
 #define SQLSTATE_NO_CONNECTION	"08006"
@@ -175,17 +181,18 @@ worker_connected(Worker *w)
 	return w->conn != NULL;
 }
 
-/* Runs one command; returns the reply (malloc'ed). */
+/* Runs one command (with its command id, if not NULL); returns the reply (malloc'ed). */
 static char *
-run_command_request(Worker *w, char *parts[3], const char *args)
+run_command_request(Worker *w, char *parts[3], const char *args, const char *command_id)
 {
-	const char *params[] = {parts[0], parts[1], parts[2], args};
+	const char *params[] = {parts[0], parts[1], parts[2], args, command_id};
 	PGresult   *res;
 	char	   *reply;
 
 	if (!worker_connected(w))
 		return error_reply(SQLSTATE_NO_CONNECTION, "the relay has no connection to the event store");
-	res = PQexecParams(w->conn, COMMAND_SQL, 4, NULL, params, NULL, NULL, 0);
+	res = command_id ? PQexecParams(w->conn, COMMAND_ID_SQL, 5, NULL, params, NULL, NULL, 0)
+		: PQexecParams(w->conn, COMMAND_SQL, 4, NULL, params, NULL, NULL, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		reply = strdup(PQgetvalue(res, 0, 0));
 	else
@@ -211,8 +218,11 @@ on_command(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closur
 	char	   *parts[3];
 	char	   *args = NULL;
 	char	   *reply;
+	const char *command_id = NULL;
 
 	(void) sub;
+	if (natsMsgHeader_Get(msg, COMMAND_ID_HEADER, &command_id) != NATS_OK)
+		command_id = NULL;
 	if (!split_subject(natsMsg_GetSubject(msg), w->relay->opt.commands_prefix, &copy, parts))
 		reply = error_reply(SQLSTATE_BAD_SUBJECT, "a command's subject is"
 							" <prefix>.<entity_type>.<entity_id>.<command>, each escaped");
@@ -221,7 +231,7 @@ on_command(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closur
 	else
 	{
 		args = len > 0 ? strndup(natsMsg_GetData(msg), len) : strdup("{}");
-		reply = run_command_request(w, parts, args);
+		reply = run_command_request(w, parts, args, command_id);
 	}
 	if ((int64_t) strlen(reply) > w->relay->stream.max_payload)
 	{

@@ -367,6 +367,28 @@ SELECT count(*) FROM cmdevil.entity_types;
 RESET search_path;
 DROP SCHEMA cmdevil CASCADE;
 
+-- Command ids: a retry with the same id returns the first attempt's result
+-- without its handler deciding again (whatever its args), a rejection too;
+-- ids are per entity; a rolled-back command keeps nothing.
+SELECT accepted, seq_no, state FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 2}', 'req-1');
+SELECT accepted, seq_no, state FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 5}', 'req-1');
+SELECT eventsourced.last_seq_no('book', 'cid');
+SELECT accepted, rejection, seq_no FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": -1}', 'req-2');
+SELECT accepted, rejection, seq_no FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 3}', 'req-2');
+SELECT accepted, seq_no FROM eventsourced.handle_command('book', 'cid2', 'Add', '{"n": 1}', 'req-1');
+SELECT accepted, seq_no FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 1}', NULL);
+BEGIN;
+SELECT seq_no FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 1}', 'req-3');
+ROLLBACK;
+SELECT seq_no FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 1}', 'req-3');
+SELECT entity_id, command_id, command, accepted, reply IS NOT NULL AS has_reply, rejection, seq_no
+  FROM eventsourced.command_results ORDER BY entity_id, command_id;
+-- an id used for another command, and bad ids
+SELECT * FROM eventsourced.handle_command('book', 'cid', 'Peek2', '{}', 'req-1');
+SELECT * FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 1}', '');
+SELECT * FROM eventsourced.handle_command('book', 'cid', 'Add', '{"n": 1}', repeat('x', 256));
+SELECT eventsourced.last_seq_no('book', 'cid');
+
 -- A handler that truncates the state cache and writes another entity's
 -- row there: the command's own row is written by its key, the other row
 -- stays.

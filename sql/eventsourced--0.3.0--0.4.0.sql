@@ -63,3 +63,32 @@ SELECT p.name, p.entity_type, p.checkpoint, p.status, p.last_error,
        CASE WHEN p.retries OPERATOR(pg_catalog.>) 0 AND p.status OPERATOR(pg_catalog.=) 'running'
             THEN p.updated_at OPERATOR(pg_catalog.+) p.retry_delay END AS retry_at
   FROM eventsourced.projection_state p;
+
+-- Commands sent with a command id (handle_command's fifth argument) keep
+-- their result here, written in the command's transaction under the
+-- entity's lock; a retry with the same id gets it back without its handler
+-- deciding again.  Rows stay until deleted (see README, "Operating it").
+CREATE TABLE eventsourced.command_results (
+    entity_type text COLLATE "C" NOT NULL,
+    entity_id   text COLLATE "C" NOT NULL,
+    command_id  text COLLATE "C" NOT NULL,
+    command     text COLLATE "C" NOT NULL,
+    accepted    boolean NOT NULL,
+    reply       jsonb,
+    rejection   jsonb,
+    seq_no      bigint NOT NULL,
+    state       jsonb,
+    recorded_at timestamptz NOT NULL,
+    CONSTRAINT command_results_pkey PRIMARY KEY (entity_type, entity_id, command_id)
+);
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.command_results', '');
+REVOKE ALL ON eventsourced.command_results FROM PUBLIC;
+
+-- An overload without defaults, so that grants on the four-argument
+-- function and functions that call it stay as they are.
+CREATE FUNCTION eventsourced.handle_command(entity_type text, entity_id text, command text,
+                                            args jsonb, command_id text)
+    RETURNS eventsourced.command_result
+    AS 'MODULE_PATHNAME', 'eventsourced_handle_command'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION eventsourced.handle_command(text, text, text, jsonb, text) FROM PUBLIC;

@@ -403,16 +403,96 @@ es_command_init(EsCommand *c)
 											   ALLOCSET_DEFAULT_SIZES);
 }
 
+/* Columns of eventsourced.command_results: the key, the command, its result, when */
+#define Natts_es_command_results	10
+#define Anum_es_command_results_command 4
+#define Anum_es_command_results_result	5	/* the first of the command_result's columns */
+static const Oid es_command_results_types[Natts_es_command_results] = {
+	TEXTOID, TEXTOID, TEXTOID, TEXTOID, BOOLOID, JSONBOID, JSONBOID, INT8OID, JSONBOID, TIMESTAMPTZOID
+};
+
+/*
+ * The result stored for the entity's command with this id, if any: a
+ * retry gets the first attempt's result (we hold the entity lock, so the
+ * first attempt has ended).  The id must have been used for the same
+ * command, whose handler the caller may run (checked before).
+ */
+static bool
+es_stored_result(EsCommand *c, text *command, text *command_id, Datum *values, bool *nulls)
+{
+	const EsCatalog *cat = es_catalog();
+	ScanKeyData keys[3];
+	Datum		row[Natts_es_command_results];
+	bool		rnulls[Natts_es_command_results];
+	text	   *stored;
+
+	if (!OidIsValid(cat->command_results))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("command ids need version 0.4.0 of the extension in this database"),
+				 errhint("Run ALTER EXTENSION eventsourced UPDATE.")));
+	es_entity_scankeys(keys, &c->entity);
+	ScanKeyEntryInitialize(&keys[2], 0, 3, BTEqualStrategyNumber, InvalidOid,
+						   C_COLLATION_OID, F_TEXTEQ, PointerGetDatum(command_id));
+	if (!es_fetch_by_key(cat->command_results, cat->command_results_pkey, keys, 3,
+						 Natts_es_command_results, row, rnulls, NULL))
+		return false;
+	stored = DatumGetTextPP(row[Anum_es_command_results_command - 1]);
+	if (!DatumGetBool(DirectFunctionCall2Coll(texteq, C_COLLATION_OID, PointerGetDatum(stored),
+											  PointerGetDatum(command))))
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("command_id %s of entity %s was used for another command",
+						es_quote_name(text_to_cstring(command_id)), es_entity_string(&c->entity)),
+				 errdetail("It was used for command %s.", es_quote_name(text_to_cstring(stored))),
+				 errhint("Use a new command_id for each command.")));
+	memcpy(values, &row[Anum_es_command_results_result - 1], sizeof(Datum) * Natts_es_command_result);
+	memcpy(nulls, &rnulls[Anum_es_command_results_result - 1], sizeof(bool) * Natts_es_command_result);
+	return true;
+}
+
+/* Keep a command's result under its id, in the command's transaction */
+static void
+es_store_result(EsCommand *c, text *command, text *command_id, const Datum *values,
+				const bool *nulls)
+{
+	EsTableWriter w;
+	TupleTableSlot *slot;
+
+	es_table_open(&w, es_catalog()->command_results, InvalidOid);
+	es_check_shape(w.rel, Natts_es_command_results, es_command_results_types);
+	slot = es_table_entity_slot(&w, &c->entity);
+	slot->tts_values[2] = PointerGetDatum(command_id);
+	slot->tts_values[Anum_es_command_results_command - 1] = PointerGetDatum(command);
+	for (int i = 0; i < Natts_es_command_result; i++)
+	{
+		slot->tts_values[Anum_es_command_results_result - 1 + i] = values[i];
+		slot->tts_isnull[Anum_es_command_results_result - 1 + i] = nulls[i];
+	}
+	slot->tts_values[Natts_es_command_results - 1] =
+		TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
+	ExecStoreVirtualTuple(slot);
+	es_table_insert(&w, slot);
+	es_table_close(&w);
+}
+
 PG_FUNCTION_INFO_V1(eventsourced_handle_command);
 
-/* handle_command(entity_type, entity_id, command, args) */
+/*
+ * handle_command(entity_type, entity_id, command, args [, command_id]).
+ * With a command_id, the result is kept, and a retry with that id returns
+ * it without deciding again.
+ */
 Datum
 eventsourced_handle_command(PG_FUNCTION_ARGS)
 {
 	EsCommand	c;
 	text	   *command;
+	text	   *command_id = NULL;
 	EsHandler	handler;
 	EsDecision	d;
+	Datum		values[Natts_es_command_result];
+	bool		nulls[Natts_es_command_result];
 	Datum		result;
 
 	c.entity = es_entity_arg(fcinfo, 0, 1);
@@ -422,13 +502,21 @@ eventsourced_handle_command(PG_FUNCTION_ARGS)
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
 				 errmsg("args must not be null"),
 				 errhint("Pass '{}' for a command without arguments.")));
+	if (PG_NARGS() > 4 && !PG_ARGISNULL(4))
+		command_id = es_name_arg(fcinfo, 4, "command_id", ES_MAX_TYPE_LEN);
 	es_command_init(&c);
 	es_cached_command(c.entity.type, command, &handler);
-	es_rebuild_state(&c);
-	es_decide(&c, &handler, PG_GETARG_DATUM(3), &d);
-	if (d.accepted && d.nevents > 0)
-		es_apply_decision(&c, &d);
-	result = es_command_result(fcinfo, &d, c.seq_no, c.state);
+	if (command_id == NULL || !es_stored_result(&c, command, command_id, values, nulls))
+	{
+		es_rebuild_state(&c);
+		es_decide(&c, &handler, PG_GETARG_DATUM(3), &d);
+		if (d.accepted && d.nevents > 0)
+			es_apply_decision(&c, &d);
+		es_command_result_values(&d, c.seq_no, c.state, values, nulls);
+		if (command_id != NULL)
+			es_store_result(&c, command, command_id, values, nulls);
+	}
+	result = es_command_result(fcinfo, values, nulls);
 	PopActiveSnapshot();
 	PG_RETURN_DATUM(result);
 }

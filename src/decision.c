@@ -21,7 +21,7 @@
 #define Natts_es_decision			4
 
 /* Attribute numbers of eventsourced.command_result */
-#define Natts_es_command_result		5
+StaticAssertDecl(Natts_es_command_result == 5, "command_result has five columns");
 
 /* A decision's fields, deformed once */
 typedef struct EsDecisionFields
@@ -101,26 +101,34 @@ es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d)
 }
 
 /*
- * The command_result of a decision: the reply defaults to the new state;
- * a rejection carries the handler's value and the unchanged state.
+ * The command_result columns of a decision: the reply defaults to the new
+ * state; a rejection carries the handler's value and the unchanged state.
  */
-Datum
-es_command_result(FunctionCallInfo fcinfo, const EsDecision *d, int64 seq_no, Datum state)
+void
+es_command_result_values(const EsDecision *d, int64 seq_no, Datum state,
+						 Datum *values, bool *nulls)
 {
-	TupleDesc	desc;
-	Datum		values[Natts_es_command_result];
-	bool		nulls[Natts_es_command_result] = {false, false, false, false, false};
-
-	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
-		elog(ERROR, "handle_command must return a composite type");
-	es_check_tupdesc(desc, "type eventsourced.command_result", Natts_es_command_result, NULL);
-	desc = BlessTupleDesc(desc);
 	values[0] = BoolGetDatum(d->accepted);
+	nulls[0] = false;
 	values[1] = d->reply_isnull ? state : d->reply;
 	nulls[1] = !d->accepted;
 	values[2] = d->rejection;
 	nulls[2] = d->accepted;
 	values[3] = Int64GetDatum(seq_no);
+	nulls[3] = false;
 	values[4] = state;
-	return HeapTupleGetDatum(heap_form_tuple(desc, values, nulls));
+	nulls[4] = false;
+}
+
+/* handle_command's result, a command_result of those columns */
+Datum
+es_command_result(FunctionCallInfo fcinfo, const Datum *values, const bool *nulls)
+{
+	TupleDesc	desc;
+
+	if (get_call_result_type(fcinfo, NULL, &desc) != TYPEFUNC_COMPOSITE)
+		elog(ERROR, "handle_command must return a composite type");
+	es_check_tupdesc(desc, "type eventsourced.command_result", Natts_es_command_result, NULL);
+	desc = BlessTupleDesc(desc);
+	return HeapTupleGetDatum(heap_form_tuple(desc, (Datum *) values, (bool *) nulls));
 }

@@ -114,6 +114,8 @@ typedef struct EsCatalog
 	Oid			entity_states_pkey;
 	Oid			snapshot_generations;
 	Oid			snapshot_generations_pkey;
+	Oid			command_results;	/* InvalidOid before 0.4.0 */
+	Oid			command_results_pkey;
 } EsCatalog;
 
 /* What one feed read asks for */
@@ -340,7 +342,9 @@ typedef struct EsDecision
 } EsDecision;
 
 extern void es_read_decision(Datum result, bool isnull, Oid handler, EsDecision *d);
-extern Datum es_command_result(FunctionCallInfo fcinfo, const EsDecision *d,
-							   int64 seq_no, Datum state);
+#define Natts_es_command_result		5
+extern void es_command_result_values(const EsDecision *d, int64 seq_no, Datum state,
+									 Datum *values, bool *nulls);
+extern Datum es_command_result(FunctionCallInfo fcinfo, const Datum *values, const bool *nulls);
 
 #endif							/* EVENTSOURCED_H */

@@ -7,7 +7,7 @@
  *		relay.
  *
  * Usage: consumer NATS_URL STREAM
- *        consumer NATS_URL --request SUBJECT BODY   (prints the reply)
+ *        consumer NATS_URL --request SUBJECT BODY [HEADER=VALUE ...]   (prints the reply)
  *        consumer NATS_URL --publish SUBJECT BODY KEY=VALUE...  (into JetStream)
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
@@ -50,12 +50,26 @@ print_message(uint64_t seq, natsMsg *msg)
 	putchar('\n');
 }
 
-/* Sends one request and prints its reply (10 s at most). */
+/* Sends one request (headers as NAME=VALUE) and prints its reply (10 s at most). */
 static int
-request(natsConnection *nc, const char *subject, const char *body)
+request(natsConnection *nc, const char *subject, const char *body, int nheaders, char **headers)
 {
+	natsMsg    *msg = NULL;
 	natsMsg    *reply = NULL;
-	natsStatus	s = natsConnection_RequestString(&reply, nc, subject, body, 10000);
+	natsStatus	s = natsMsg_Create(&msg, subject, NULL, body, (int) strlen(body));
+
+	for (int i = 0; i < nheaders && s == NATS_OK; i++)
+	{
+		char	   *eq = strchr(headers[i], '=');
+
+		if (eq == NULL)
+			return 2;
+		*eq = '\0';
+		s = natsMsgHeader_Set(msg, headers[i], eq + 1);
+	}
+	if (s == NATS_OK)
+		s = natsConnection_RequestMsg(&reply, nc, msg, 10000);
+	natsMsg_Destroy(msg);
 
 	if (s != NATS_OK)
 	{
@@ -107,12 +121,12 @@ main(int argc, char **argv)
 	jsErrCode	jerr = 0;
 	natsStatus	s;
 
-	if (argc == 5 && strcmp(argv[2], "--request") == 0)
+	if (argc >= 5 && strcmp(argv[2], "--request") == 0)
 	{
 		int			rc = 1;
 
 		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
-			rc = request(nc, argv[3], argv[4]);
+			rc = request(nc, argv[3], argv[4], argc - 5, argv + 5);
 		natsConnection_Destroy(nc);
 		return rc;
 	}

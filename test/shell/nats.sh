@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 24 (test/run fails when a different number of checks ran)
+# checks: 25 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -212,7 +212,7 @@ q "CREATE FUNCTION acct_fold(state jsonb, event_type text, payload jsonb) RETURN
    SELECT eventsourced.register_entity('acct', 'acct_fold(jsonb,text,jsonb)', '{}');
    SELECT eventsourced.register_command('acct', 'Deposit', 'acct_deposit(text,jsonb,jsonb)')" >/dev/null
 relay_start "$work/commands.log" --name main --commands --command-workers 2
-req() { "$work/consumer" "$nurl" --request "$1" "$2" 2>&1; }
+req() { "$work/consumer" "$nurl" --request "$@" 2>&1; }
 sql_cmd() { psql -X -q -t -A -v VERBOSITY=sqlstate -h "$work/pg" -p $pgport -U postgres -d $db \
                  -c "SELECT row_to_json(r) FROM eventsourced.handle_command('acct', 'a sql', '$1', '$2') r" 2>&1; }
 for _ in $(seq 50); do grep -q 'serving commands' "$work/commands.log" && break; sleep 0.1; done
@@ -227,6 +227,12 @@ check "a failing and an unknown command get error replies with the SQLSTATE SQL 
 check "a malformed body gets an error reply, and the relay keeps serving" \
     "$(req 'commands.acct.a%20nats.Deposit' '{not json' | grep -o '"sqlstate": "22P02"'):$(req 'commands.acct.a%20nats.Deposit' '{"n": 1}' | grep -o '"accepted" *: *true')" \
     '"sqlstate": "22P02":"accepted":true'
+before=$(psql -X -q -t -A -h "$work/pg" -p $pgport -U postgres -d $db -c "SELECT eventsourced.last_seq_no('acct', 'a nats')")
+first=$(req 'commands.acct.a%20nats.Deposit' '{"n": 7}' 'Eventsourced-Command-Id=dep-1')
+again=$(req 'commands.acct.a%20nats.Deposit' '{"n": 9}' 'Eventsourced-Command-Id=dep-1')
+after=$(psql -X -q -t -A -h "$work/pg" -p $pgport -U postgres -d $db -c "SELECT eventsourced.last_seq_no('acct', 'a nats')")
+check "a retried command id gets the first result, and the command ran once" \
+    "$(echo "$first" | grep -c '"accepted" *: *true') $([ "$first" = "$again" ] && echo same) $((after - before))" "1 same 1"
 check "a subject without entity type, id and command, or with a bad escape, gets an error reply" \
     "$(req 'commands.acct.only' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
 kill "$relay_pid"
