@@ -116,6 +116,9 @@ static bool
 unescape_token(char *token, size_t len)
 {
 	char	   *out = token;
+	char	   *original = strndup(token, len);
+	char	   *again;
+	bool		canonical;
 
 	for (size_t i = 0; i < len; i++)
 	{
@@ -131,12 +134,35 @@ unescape_token(char *token, size_t len)
 		hi = hex_value(token[i + 1]);
 		lo = hex_value(token[i + 2]);
 		if (hi < 0 || lo < 0 || (hi == 0 && lo == 0))
+		{
+			free(original);
 			return false;
+		}
 		*out++ = (char) (hi * 16 + lo);
 		i += 2;
 	}
 	*out = '\0';
-	return out > token;
+	/* one spelling per name: NATS permissions on subjects then hold */
+	again = out > token ? escape_token(token, (int) (out - token)) : NULL;
+	canonical = again != NULL && original != NULL && strcmp(again, original) == 0;
+	free(again);
+	free(original);
+	return canonical;
+}
+
+/*
+ * Whether the relay answers on a request's reply subject: only inboxes
+ * (_INBOX..., also a custom inbox prefix such as _INBOX_cart.), never its
+ * stream's subjects or the system's, which a requester could otherwise
+ * make it publish to with the relay's own permissions.
+ */
+static bool
+reply_allowed(const Relay *r, const char *reply_to)
+{
+	size_t		n = strlen(r->opt.stream);
+
+	return strncmp(reply_to, "_INBOX", 6) == 0 &&
+		!(strncmp(reply_to, r->opt.stream, n) == 0 && reply_to[n] == '.');
 }
 
 /*
@@ -238,8 +264,10 @@ on_command(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closur
 		free(reply);
 		reply = error_reply(SQLSTATE_TOO_BIG, "the command's result is larger than nats-server's max_payload");
 	}
-	if (reply_to)
+	if (reply_to && reply_allowed(w->relay, reply_to))
 		natsConnection_PublishString(nc, reply_to, reply);
+	else if (reply_to)
+		verbose(w->relay, "command %s: no reply to %.200s (not an inbox)", natsMsg_GetSubject(msg), reply_to);
 	verbose(w->relay, "command %s: %.200s", natsMsg_GetSubject(msg), reply);
 	free(reply);
 	free(args);

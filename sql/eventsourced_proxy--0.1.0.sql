@@ -148,7 +148,8 @@ DECLARE
 BEGIN
     value := 0;
     LOOP
-        IF pos >= octet_length(buf) OR shift > 56 THEN
+        -- at most 10 bytes, as the shards' parsers read them
+        IF pos >= octet_length(buf) OR shift > 63 THEN
             value := NULL;
             next := NULL;
             RETURN;
@@ -315,6 +316,17 @@ $$;
 -- Commands run on the entity's shard, with the handlers registered there.
 CREATE FUNCTION eventsourced.handle_command(entity_type text, entity_id text,
                                             command text, args jsonb DEFAULT '{}')
+    RETURNS eventsourced.command_result
+    LANGUAGE plproxy
+AS $$
+    CLUSTER 'eventsourced_cluster';
+    RUN ON eventsourced.route(entity_type, entity_id);
+$$;
+
+-- With a command id (eventsourced 0.4.0 on the shards): a retry gets the
+-- first attempt's result, kept on the entity's shard.
+CREATE FUNCTION eventsourced.handle_command(entity_type text, entity_id text,
+                                            command text, args jsonb, command_id text)
     RETURNS eventsourced.command_result
     LANGUAGE plproxy
 AS $$

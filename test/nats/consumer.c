@@ -8,6 +8,7 @@
  *
  * Usage: consumer NATS_URL STREAM
  *        consumer NATS_URL --request SUBJECT BODY [HEADER=VALUE ...]   (prints the reply)
+ *        consumer NATS_URL --send SUBJECT REPLY_SUBJECT BODY   (a request, no wait)
  *        consumer NATS_URL --publish SUBJECT BODY KEY=VALUE...  (into JetStream)
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
@@ -127,6 +128,18 @@ main(int argc, char **argv)
 
 		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
 			rc = request(nc, argv[3], argv[4], argc - 5, argv + 5);
+		natsConnection_Destroy(nc);
+		return rc;
+	}
+	if (argc == 6 && strcmp(argv[2], "--send") == 0)
+	{
+		int			rc = 1;
+
+		/* a request with a reply subject of the caller's choice, no wait */
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK &&
+			natsConnection_PublishRequestString(nc, argv[3], argv[4], argv[5]) == NATS_OK &&
+			natsConnection_FlushTimeout(nc, 10000) == NATS_OK)
+			rc = 0;
 		natsConnection_Destroy(nc);
 		return rc;
 	}

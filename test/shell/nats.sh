@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 25 (test/run fails when a different number of checks ran)
+# checks: 27 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -233,6 +233,11 @@ again=$(req 'commands.acct.a%20nats.Deposit' '{"n": 9}' 'Eventsourced-Command-Id
 after=$(psql -X -q -t -A -h "$work/pg" -p $pgport -U postgres -d $db -c "SELECT eventsourced.last_seq_no('acct', 'a nats')")
 check "a retried command id gets the first result, and the command ran once" \
     "$(echo "$first" | grep -c '"accepted" *: *true') $([ "$first" = "$again" ] && echo same) $((after - before))" "1 same 1"
+"$work/consumer" "$nurl" --send 'commands.acct.a%20nats.Deposit' 'events.acct.forged' '{"n": 1}'
+check "a request whose reply subject is not an inbox gets no reply there (nothing forged into the stream), and the relay serves on" \
+    "$(req 'commands.acct.a%20nats.Deposit' '{"n": 1}' | grep -c '"accepted" *: *true'):$("$work/consumer" "$nurl" events | grep -c 'forged')" "1:0"
+check "a name escaped in another spelling (%73 for s, lower-case hex) is refused" \
+    "$(req 'commands.acct.a%20nat%73.Deposit' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2c.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
 check "a subject without entity type, id and command, or with a bad escape, gets an error reply" \
     "$(req 'commands.acct.only' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
 kill "$relay_pid"
