@@ -190,6 +190,7 @@ extern void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 				   void *closure);
 
 /* subject.c */
+extern bool plain_byte(unsigned char c);
 extern char *escape_token(const char *value, int len);
 extern bool valid_name_token(const char *name);
 extern int64_t read_int64(const char *bytes);

@@ -19,7 +19,7 @@
 #include "relay.h"
 
 /* Whether a byte of a name may stand for itself in a subject token. */
-static bool
+bool
 plain_byte(unsigned char c)
 {
 	return c > 0x20 && c < 0x7f && c != '.' && c != '*' && c != '>' && c != '%';

@@ -124,24 +124,10 @@ es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys, int nkeys)
 	return NULL;
 }
 
-/* Replace the row at tid; new index entries only when the update is not HOT */
-void
-es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
-{
-	bool		update_indexes;
-
-	/* the row's old version may satisfy the left-out index's predicate */
-	if (OidIsValid(w->skipped))
-		elog(ERROR, "eventsourced: cannot update through a writer that left index %u closed",
-			 w->skipped);
-	simple_table_tuple_update(w->rel, tid, slot, GetActiveSnapshot(), &update_indexes);
-	if (update_indexes)
-		es_table_index(w, slot);
-}
-
 /*
  * Replace the row at tid unless another transaction changed or deleted it
- * meanwhile (a hand-made change; it is waited for): whether it was replaced.
+ * meanwhile (a hand-made change; it is waited for): whether it was
+ * replaced.  New index entries only when the update is not HOT.
  */
 bool
 es_table_try_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
@@ -150,6 +136,7 @@ es_table_try_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 	LockTupleMode lockmode;
 	bool		update_indexes;
 
+	/* the row's old version may satisfy the left-out index's predicate */
 	if (OidIsValid(w->skipped))
 		elog(ERROR, "eventsourced: cannot update through a writer that left index %u closed",
 			 w->skipped);
@@ -159,6 +146,15 @@ es_table_try_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
 	if (update_indexes)
 		es_table_index(w, slot);
 	return true;
+}
+
+/* Replace the row at tid, which must still be the current one */
+void
+es_table_update(EsTableWriter *w, ItemPointer tid, TupleTableSlot *slot)
+{
+	if (!es_table_try_update(w, tid, slot))
+		elog(ERROR, "eventsourced: a row of %s was concurrently updated or deleted",
+			 RelationGetRelationName(w->rel));
 }
 
 /* Replace the row es_table_find found (old), or insert one when it found none */
