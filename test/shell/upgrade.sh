@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 29 (test/run fails when a different number of checks ran)
+# checks: 34 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
 # 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
 # keep working, registrations get the extension's owner.  From 0.2.0 to
@@ -81,7 +81,7 @@ check "appends go on after the update" \
       "$(q "SELECT eventsourced.append('acc', 'a1', 4, 'Added', '{\"n\": 1}')")" "5"
 
 # This library runs projections from 0.4.0 on (their table has changed).
-q "ALTER EXTENSION eventsourced UPDATE"
+q "ALTER EXTENSION eventsourced UPDATE TO '0.4.0'"
 check "the update goes on to 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'")" "0.4.0"
 # 0.2.0 reads the feed with the handler owner's rights: grant it SELECT
 q "GRANT USAGE ON SCHEMA eventsourced TO es_u_app; GRANT SELECT ON eventsourced.events TO es_u_app" >/dev/null
@@ -127,7 +127,7 @@ check "a projection's lag is the same after the update" \
 q "GRANT EXECUTE ON FUNCTION eventsourced.create_projection(text, text, regprocedure, text) TO es_u_app;
    CREATE FUNCTION make_projection(n text) RETURNS void LANGUAGE sql
    BEGIN ATOMIC SELECT eventsourced.create_projection(n, 'rare', 'see(text,bigint,text,jsonb,bigint)'); END" $db2 >/dev/null
-q "ALTER EXTENSION eventsourced UPDATE" $db2
+q "ALTER EXTENSION eventsourced UPDATE TO '0.4.0'" $db2
 check "the grant on create_projection and its callers survive the 0.4.0 update" \
       "$(q "SELECT has_function_privilege('es_u_app', 'eventsourced.create_projection(text,text,regprocedure,text)', 'EXECUTE')
               || ' ' || (to_regprocedure('make_projection(text)') IS NOT NULL)" $db2)" "true true"
@@ -150,9 +150,30 @@ check "an upgraded projection stops and starts, and readers resume at feed_check
             SELECT count(*) || ' ' || (eventsourced.feed_checkpoint('rare', 0) = (SELECT min(position) - 1
                    FROM eventsourced.events WHERE entity_type = 'rare')) FROM seen" $db2 2>/dev/null | tail -2 | tr '\n' ' ')" "1 9 true "
 
+# 0.4.0 to 0.5.0, both stores: snapshots, cached states and command
+# results written by 0.4.0 are read the same after the update, commands and
+# appends go on.
+state="SELECT string_agg(entity_type || '/' || entity_id || ' ' || seq_no, ',' ORDER BY entity_type, entity_id)
+         FROM eventsourced.snapshots"
+snap_before=$(q "$state")
+feeds_before=$(q "$feeds" $db2)
+q "SELECT eventsourced.handle_command('acc', 'a2', 'Add', '{\"n\": 2}', 'id-1')" >/dev/null
+result_before=$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a2', 'Add', '{\"n\": 9}', 'id-1')")
+q "ALTER EXTENSION eventsourced UPDATE"
+q "ALTER EXTENSION eventsourced UPDATE" $db2
+check "both stores update to 0.5.0" \
+      "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'") $(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.5.0 0.5.0"
+check "snapshots written by 0.4.0 are there after the 0.5.0 update" "$(q "$state")" "$snap_before"
+check "a command id used before the 0.5.0 update returns its first result" \
+      "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a2', 'Add', '{\"n\": 5}', 'id-1')")" "$result_before"
+check "commands fold 0.4.0's events after the 0.5.0 update" \
+      "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a1', 'Add', '{\"n\": 1}')")" "6 18"
+check "the feeds read the same after the 0.5.0 update, the projection is where it was" \
+      "$(q "$feeds" $db2) $(q "SELECT eventsourced.run_projection('rare')" $db2)" "$feeds_before 0"
+
 createdb $fresh
 q "CREATE EXTENSION eventsourced" $fresh
-check "a new installation is at 0.4.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.4.0"
+check "a new installation is at 0.5.0" "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $fresh)" "0.5.0"
 check "the upgraded tables have the columns of a new installation" \
       "$(q "$shape" | md5sum)" "$(q "$shape" $fresh | md5sum)"
 check "the upgraded indexes and views are a new installation's" \
