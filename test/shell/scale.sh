@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 29 (test/run fails when a different number of checks ran)
+# checks: 37 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -263,22 +263,53 @@ check "a role with USAGE on the cluster cannot map itself to another user" \
       "$(err "$proxy" "SET ROLE scale_other; CREATE USER MAPPING FOR scale_other SERVER eventsourced_cluster OPTIONS (user 'postgres')")|$(q "$proxy" "SELECT count(*) FROM pg_user_mappings WHERE usename = 'scale_other'")" \
       "ERROR:  42501: permission denied to create user mapping DETAIL:  In a database with eventsourced_proxy only superusers create or change user mappings.|0"
 
-# --- the feed across shards under concurrent writers: every event once
-for w in 1 2 3 4; do
-    timeout 120 psql -X -q -d "$proxy" -c "DO \$\$ BEGIN FOR i IN 1..150 LOOP
-        PERFORM eventsourced.append('feed', 'w$w-' || (i % 20), NULL, 'E', jsonb_build_object('i', i));
-      END LOOP; END \$\$" >/dev/null 2>&1 &
-done
+# --- the feed across shards under concurrent writers: every event once,
+# by a reader of the rows and, at the same time, by a reader of ShardBatches
+rm -f "$work/writers.done"
+( for w in 1 2 3 4; do
+      timeout 120 psql -X -q -d "$proxy" -c "DO \$\$ BEGIN FOR i IN 1..150 LOOP
+          PERFORM eventsourced.append('feed', 'w$w-' || (i % 20), NULL, 'E', jsonb_build_object('i', i),
+                                      jsonb_build_object('w', $w), gen_random_uuid());
+        END LOOP; END \$\$" >/dev/null 2>&1 &
+  done
+  wait
+  touch "$work/writers.done" ) &
+# pb_lines FILE: a decoded ShardBatch's events, one line each:
+# position|entity_type|entity_id|seq_no|event_type|payload|metadata|event_id|recorded_at
+pb_lines() {
+    awk '/^events \{/ {split("", f); next}
+         /^\}/ {print f["position"] "|" f["entity_type"] "|" f["entity_id"] "|" f["seq_no"] "|" f["event_type"] "|" \
+                      f["payload"] "|" f["metadata"] "|" f["event_id"] "|" f["recorded_at"]; next}
+         /^  [a-z_]+: / {k = $1; sub(/:$/, "", k); v = $0; sub(/^  [a-z_]+: /, "", v)
+                         if (v ~ /^".*"$/) {v = substr(v, 2, length(v) - 2); gsub(/\\"/, "\"", v); gsub(/\\\\/, "\\", v)}
+                         f[k] = v}' "$1"
+}
+# decode TYPE: protoc's text form of the message on stdin (hex)
+decode() { xxd -r -p | protoc --decode="eventsourced.$1" -I "$root/proto" "$root/proto/eventsourced_proxy.proto"; }
+pb_reader() {   # follows read_all_shards_pb with its token until the writers are done and a page is empty
+    local n done token=""
+    for n in $(seq 1 2000); do
+        done=no; [ -e "$work/writers.done" ] && done=yes
+        q "$proxy" "SELECT encode(eventsourced.read_all_shards_pb('$token', 37), 'hex')" |
+            decode ShardBatch >"$work/page.pb.txt" || { echo "page failed" >>"$work/feed_pb.lines"; return; }
+        pb_lines "$work/page.pb.txt" >>"$work/feed_pb.lines"
+        token=$(sed -n 's/^token: "\(.*\)"$/\1/p' "$work/page.pb.txt")
+        grep -q '^events {' "$work/page.pb.txt" || [ $done = no ] || return
+    done
+}
+: >"$work/feed_pb.lines"
+pb_reader &
+pb_reader_pid=$!
 token=""
 : >"$work/feed.txt"
 for n in $(seq 1 2000); do
-    writers=$(jobs -rp | wc -l)
+    done=no; [ -e "$work/writers.done" ] && done=yes
     page=$(q "$proxy" "SELECT token, entity_type || '/' || entity_id || '/' || seq_no
                          FROM eventsourced.read_all_shards('$token', 37)") || break
     if [ -n "$page" ]; then
         echo "$page" | cut -d'|' -f2 >>"$work/feed.txt"
         token=$(echo "$page" | tail -1 | cut -d'|' -f1)
-    elif [ "$writers" -eq 0 ]; then
+    elif [ $done = yes ]; then
         break
     fi
 done
@@ -288,8 +319,78 @@ all=$( { q "${shard[0]}" "SELECT entity_type || '/' || entity_id || '/' || seq_n
 check "a reader following read_all_shards with its token gets every event exactly once" \
       "$(sort "$work/feed.txt" | md5sum)|$(sort "$work/feed.txt" | uniq -d | wc -l)|$(grep -c '^feed/' "$work/feed.txt")" \
       "$(echo "$all" | md5sum)|0|600"
+cut -d'|' -f2-4 "$work/feed_pb.lines" | tr '|' / | sort >"$work/feed_pb.ids"
+# (every event counted once; the feed's, whose names are plain ASCII as
+# protoc prints them, compared one by one)
+check "a reader following read_all_shards_pb at the same time gets every event exactly once" \
+      "$(wc -l <"$work/feed_pb.ids")|$(uniq -d "$work/feed_pb.ids" | wc -l)|$(grep '^feed/' "$work/feed_pb.ids" | md5sum)" \
+      "$(echo "$all" | wc -l)|0|$(echo "$all" | grep '^feed/' | md5sum)"
 check "events_by_type_shards reads one type from every shard" \
       "$(q "$proxy" "SELECT count(*), count(DISTINCT shard) FROM eventsourced.events_by_type_shards('feed', '', 10000)")" "600|2"
+# The same contents in both forms: the rows rendered as protoc renders the
+# events (JSON as text, recorded_at in microseconds since 1970)
+rows=$(q "$proxy" "SELECT position || '|feed|' || entity_id || '|' || seq_no || '|' || event_type || '|' || payload
+                          || '|' || coalesce(metadata::text, '') || '|' || coalesce(event_id::text, '') || '|'
+                          || (extract(epoch FROM recorded_at) * 1000000)::bigint
+                     FROM eventsourced.events_by_type_shards('feed', '', 10000)" | sort)
+q "$proxy" "SELECT encode(eventsourced.events_by_type_shards_pb('feed', '', 10000), 'hex')" | decode ShardBatch >"$work/bytype.pb.txt"
+q "$proxy" "SELECT encode(eventsourced.events_by_type_shards_pb('feed', '', 10000), 'hex')" | decode EventBatch >"$work/bytype.eb.txt"
+check "ShardBatches hold the rows' contents (read_all_shards_pb, events_by_type_shards_pb, and as EventBatch)" \
+      "$(grep '|feed|' "$work/feed_pb.lines" | sort | md5sum)|$(pb_lines "$work/bytype.pb.txt" | sort | md5sum)|$(pb_lines "$work/bytype.eb.txt" | sort | md5sum)|$(grep -c . <<<"$rows")" \
+      "$(md5sum <<<"$rows")|$(md5sum <<<"$rows")|$(md5sum <<<"$rows")|600"
+pbtok=$(sed -n 's/^token: "\(.*\)"$/\1/p' "$work/bytype.pb.txt")
+rowtok=$(q "$proxy" "SELECT token FROM eventsourced.events_by_type_shards('feed', '', 10000) ORDER BY shard DESC, position DESC LIMIT 1")
+check "the ShardBatch's token is at or past the rows' last token, and nothing follows it" \
+      "$(q "$proxy" "SELECT bool_and(split_part(a, ':', 1) = split_part(b, ':', 1)
+                                    AND split_part(a, ':', 2)::bigint >= split_part(b, ':', 2)::bigint)
+                       FROM unnest(string_to_array('$pbtok', ','), string_to_array('$rowtok', ',')) u(a, b)")|$(q "$proxy" "SELECT count(*) FROM eventsourced.events_by_type_shards('feed', '$pbtok')")|$(q "$proxy" "SELECT encode(eventsourced.events_by_type_shards_pb('feed', '$pbtok'), 'hex')" | decode ShardBatch | grep -c '^events {')" \
+      "t|0|0"
+
+# --- the protobuf feed against hostile input: tokens, sizes, bytes, rights
+codes=""
+for call in "read_all_shards_pb('0:1,x', 10)" "read_all_shards_pb('0:1,1:99999999999999999999', 10)" \
+            "read_all_shards_pb('7:1', 10)" "read_all_shards_pb(NULL, 10)" "read_all_shards_pb('', -1)" \
+            "read_all_shards_pb('', NULL)" "events_by_type_shards_pb('feed', '0:-1', 10)" \
+            "pb_batch_split('\\x0a05')" "pb_batch_split('\\x0a0010ff')" \
+            "pb_batch_split('\\x10ffffffffffffffffff01')" "pb_batch_split('\\x0a')"; do
+    codes+="$(err "$proxy" "SELECT eventsourced.$call" | grep -o '^ERROR:  [0-9A-Z]\{5\}' | cut -c9-) "
+done
+check "the protobuf feed refuses malformed or foreign tokens, NULLs, negative sizes and bytes that are no shard's batch" \
+      "$codes" "22023 22023 22023 22004 22023 22004 22023 22P03 22P03 22P03 22P03 "
+check "a huge max_count reads every event in one ShardBatch" \
+      "$(q "$proxy" "SELECT encode(eventsourced.read_all_shards_pb('', 2147483647), 'hex')" | decode ShardBatch | grep -c '^events {')" \
+      "$(echo "$all" | wc -l)"
+q "$proxy" "GRANT EXECUTE ON FUNCTION eventsourced.read_all_shards_pb(text, integer) TO scale_app, scale_other" >/dev/null
+check "a role reads the protobuf feed on the shards as itself (no right there, no mapping: refused)" \
+      "$(err "$proxy" "SET ROLE scale_app; SELECT eventsourced.read_all_shards_pb()" | grep -o '42501: .*REMOTE ERROR: permission denied for function read_all_pb' | sed 's/\[es_shard[01]\]/[shard]/')|$(err "$proxy" "SET ROLE scale_other; SELECT eventsourced.read_all_shards_pb()" | grep -c 'user mapping not found for "scale_other"')" \
+      "42501: eventsourced.read_all_pb_parts(2): [shard] REMOTE ERROR: permission denied for function read_all_pb|1"
+
+# --- eventsourced_proxy 0.1.0 updated to 0.2.0 equals a fresh 0.2.0
+proxy_pg="host=$PROXY_HOST port=$PROXY_PORT dbname=postgres user=postgres"
+q "$proxy_pg" "CREATE DATABASE es_up" && q "$proxy_pg" "CREATE DATABASE es_fresh"
+servers=$(q "$proxy" "SELECT string_agg(format('%s %L', option_name, option_value), ', ')
+                        FROM pg_foreign_server s, pg_options_to_table(s.srvoptions)
+                       WHERE s.srvname = 'eventsourced_cluster'")
+for db in es_up es_fresh; do
+    version=; [ $db = es_up ] && version="VERSION '0.1.0'"
+    q "${proxy/dbname=es/dbname=$db}" "SET client_min_messages = warning; CREATE EXTENSION eventsourced_proxy $version CASCADE;
+        CREATE SERVER eventsourced_cluster FOREIGN DATA WRAPPER plproxy OPTIONS ($servers);
+        CREATE USER MAPPING FOR postgres SERVER eventsourced_cluster OPTIONS (user 'postgres')" >/dev/null
+done
+before=$(q "${proxy/dbname=es/dbname=es_up}" "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced_proxy'")
+q "${proxy/dbname=es/dbname=es_up}" "ALTER EXTENSION eventsourced_proxy UPDATE" >/dev/null
+objects() {   # objects DB: the schema's functions, types and event trigger, one fingerprint
+    q "${proxy/dbname=es/dbname=$1}" "SELECT md5(string_agg(x, E'\n' ORDER BY x)) FROM (
+        SELECT format('%s %s %s %s %s %s', p.oid::regprocedure, pg_get_function_result(p.oid), p.provolatile,
+                      p.proconfig, p.proacl, md5(coalesce(pg_get_function_sqlbody(p.oid), p.prosrc))) AS x
+          FROM pg_proc p WHERE p.pronamespace = 'eventsourced'::regnamespace
+        UNION ALL SELECT format('type %s', t.oid::regtype) FROM pg_type t
+         WHERE t.typnamespace = 'eventsourced'::regnamespace
+        UNION ALL SELECT format('trigger %s %s %s', evtname, evtevent, evttags) FROM pg_event_trigger) o"
+}
+check "eventsourced_proxy 0.1.0 updated to 0.2.0 has the objects of a fresh 0.2.0, and reads the same ShardBatch" \
+      "$before|$(objects es_up)|$(q "${proxy/dbname=es/dbname=es_up}" "SELECT md5(eventsourced.read_all_shards_pb('', 100000))")" \
+      "0.1.0|$(objects es_fresh)|$(q "${proxy/dbname=es/dbname=es_fresh}" "SELECT md5(eventsourced.read_all_shards_pb('', 100000))")"
 
 # --- one shard stopped mid-run: its entities fail clearly, the others work;
 # after the restart nothing acknowledged is lost
