@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 37 (test/run fails when a different number of checks ran)
+# checks: 36 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
