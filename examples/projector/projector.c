@@ -12,6 +12,12 @@
  * and none missed.  Commit notifications on channel "eventsourced" only
  * wake it early; it polls anyway, so a lost notification only delays it.
  *
+ * With --sharded the source is a proxy database (eventsourced_proxy, see
+ * docs/scale-out.md): the projector pages through events_by_type_shards()
+ * and its checkpoint is the resume token, which carries one position per
+ * shard server; it is claimed and stored in the same target transaction as
+ * the batch.  The proxy relays no notifications, so it polls.
+ *
  *-------------------------------------------------------------------------
  */
 #include <errno.h>
@@ -43,6 +49,10 @@
 /* Room for a bigint or an integer as decimal text. */
 #define NUMBER_TEXT_LEN			32
 
+/* The longest resume token kept (a position per server: far more room than
+ * 1,024 servers need). */
+#define MAX_CHECKPOINT_LEN		65536
+
 /* Exit status for a bad command line. */
 #define EXIT_USAGE				2
 
@@ -55,33 +65,68 @@
 #define CREATE_CHECKPOINT_SQL \
 	"CREATE TABLE IF NOT EXISTS projector_checkpoint (" \
 	" name text PRIMARY KEY, position bigint NOT NULL)"
+#define CREATE_SHARD_CHECKPOINT_SQL \
+	"CREATE TABLE IF NOT EXISTS projector_shard_checkpoint (" \
+	" name text PRIMARY KEY, token text NOT NULL)"
 #define CREATE_TOTALS_SQL \
 	"CREATE TABLE IF NOT EXISTS projector_totals (" \
 	" entity_id text PRIMARY KEY, total bigint NOT NULL, events bigint NOT NULL)"
 #define INSERT_CHECKPOINT_SQL \
 	"INSERT INTO projector_checkpoint (name, position) VALUES ($1, 0)" \
 	" ON CONFLICT (name) DO NOTHING"
+#define INSERT_SHARD_CHECKPOINT_SQL \
+	"INSERT INTO projector_shard_checkpoint (name, token) VALUES ($1, '')" \
+	" ON CONFLICT (name) DO NOTHING"
 #define LOAD_CHECKPOINT_SQL \
 	"SELECT position FROM projector_checkpoint WHERE name = $1"
+#define LOAD_SHARD_CHECKPOINT_SQL \
+	"SELECT token FROM projector_shard_checkpoint WHERE name = $1"
 #define CLAIM_CHECKPOINT_SQL \
 	"UPDATE projector_checkpoint SET position = $3" \
 	" WHERE name = $1 AND position = $2"
+#define CLAIM_SHARD_CHECKPOINT_SQL \
+	"UPDATE projector_shard_checkpoint SET token = $3" \
+	" WHERE name = $1 AND token = $2"
 #define UPSERT_TOTAL_SQL \
 	"INSERT INTO projector_totals AS t (entity_id, total, events)" \
 	" VALUES ($1, $2, 1) ON CONFLICT (entity_id) DO UPDATE" \
 	" SET total = t.total + excluded.total, events = t.events + 1"
-#define READ_BATCH_SQL \
-	"SELECT e.position, e.entity_id," \
+#define DELTA_SQL \
 	" CASE e.event_type WHEN 'Increased' THEN (e.payload->>'n')::bigint" \
-	" WHEN 'Decreased' THEN -(e.payload->>'n')::bigint ELSE 0 END" \
+	" WHEN 'Decreased' THEN -(e.payload->>'n')::bigint ELSE 0 END"
+#define READ_BATCH_SQL \
+	"SELECT e.position, e.entity_id," DELTA_SQL \
 	" FROM eventsourced.events_by_type($1, $2, $3) e"
+#define READ_SHARD_BATCH_SQL \
+	"SELECT e.token, e.entity_id," DELTA_SQL \
+	" FROM eventsourced.events_by_type_shards($1, $2, $3) e"
 
-/* Columns of READ_BATCH_SQL. */
+/* Columns of READ_BATCH_SQL and READ_SHARD_BATCH_SQL. */
 enum
 {
-	COL_POSITION,
+	COL_CHECKPOINT,				/* position, or the token after the row */
 	COL_ENTITY_ID,
 	COL_DELTA
+};
+
+/* The statements of a feed: one server's, or a proxy's across shards. */
+typedef struct FeedSql
+{
+	const char *create_checkpoint;
+	const char *insert_checkpoint;
+	const char *load_checkpoint;
+	const char *claim_checkpoint;
+	const char *read_batch;
+} FeedSql;
+
+static const FeedSql single_feed = {
+	CREATE_CHECKPOINT_SQL, INSERT_CHECKPOINT_SQL, LOAD_CHECKPOINT_SQL,
+	CLAIM_CHECKPOINT_SQL, READ_BATCH_SQL
+};
+
+static const FeedSql sharded_feed = {
+	CREATE_SHARD_CHECKPOINT_SQL, INSERT_SHARD_CHECKPOINT_SQL,
+	LOAD_SHARD_CHECKPOINT_SQL, CLAIM_SHARD_CHECKPOINT_SQL, READ_SHARD_BATCH_SQL
 };
 
 /* What one turn of the main loop leads to. */
@@ -105,6 +150,7 @@ typedef struct Options
 	long		max_batches;	/* 0: no limit */
 	bool		exit_when_idle;
 	bool		verbose;
+	bool		sharded;		/* the source is an eventsourced_proxy */
 } Options;
 
 typedef struct Projector
@@ -112,7 +158,8 @@ typedef struct Projector
 	Options		opt;
 	PGconn	   *source;
 	PGconn	   *target;
-	char		checkpoint[NUMBER_TEXT_LEN];	/* last position applied */
+	const FeedSql *sql;			/* single_feed or sharded_feed */
+	char		checkpoint[MAX_CHECKPOINT_LEN]; /* last position or token applied */
 	long		batches;		/* batches applied by this process */
 } Projector;
 
@@ -154,6 +201,8 @@ usage(FILE *out)
 			"  --max-retries N      consecutive failures before giving up (default %d)\n"
 			"  --max-batches N      stop after N batches\n"
 			"  --exit-when-idle     exit once the feed has nothing more\n"
+			"  --sharded            the source is a proxy (eventsourced_proxy):\n"
+			"                       follow events_by_type_shards with its token\n"
 			"  -v, --verbose        print one line per batch\n",
 			DEFAULT_ENTITY_TYPE, DEFAULT_NAME, DEFAULT_POLL_MS, DEFAULT_BATCH,
 			DEFAULT_MAX_RETRIES);
@@ -210,6 +259,9 @@ apply_option(Options *opt, int code, const char *arg)
 		case 'v':
 			opt->verbose = true;
 			return true;
+		case 'S':
+			opt->sharded = true;
+			return true;
 		case 'h':
 			usage(stdout);
 			exit(EXIT_SUCCESS);
@@ -242,6 +294,7 @@ parse_options(int argc, char **argv, Options *opt)
 		{"max-batches", required_argument, NULL, 'm'},
 		{"exit-when-idle", no_argument, NULL, 'x'},
 		{"verbose", no_argument, NULL, 'v'},
+		{"sharded", no_argument, NULL, 'S'},
 		{"help", no_argument, NULL, 'h'},
 		{NULL, 0, NULL, 0}
 	};
@@ -326,18 +379,31 @@ close_connections(Projector *p)
 	p->target = NULL;
 }
 
+/* Keeps a checkpoint read from the target or the feed; false if too long. */
+static bool
+keep_checkpoint(Projector *p, const char *value)
+{
+	if (strlen(value) >= sizeof(p->checkpoint))
+	{
+		fprintf(stderr, "projector: checkpoint of %zu bytes is longer than %d\n",
+				strlen(value), MAX_CHECKPOINT_LEN - 1);
+		return false;
+	}
+	strcpy(p->checkpoint, value);
+	return true;
+}
+
 /* Reads the checkpoint back from the target: the only truth after a failure. */
 static bool
 load_checkpoint(Projector *p)
 {
 	const char *params[] = {p->opt.name};
 	PGresult   *res = run_query(p->target, "loading the checkpoint",
-								LOAD_CHECKPOINT_SQL, 1, params);
+								p->sql->load_checkpoint, 1, params);
 	bool		found = res && PQntuples(res) == 1;
 
 	if (found)
-		snprintf(p->checkpoint, sizeof(p->checkpoint), "%s",
-				 PQgetvalue(res, 0, 0));
+		found = keep_checkpoint(p, PQgetvalue(res, 0, 0));
 	else if (res)
 		fprintf(stderr, "projector: checkpoint \"%s\" vanished\n", p->opt.name);
 	PQclear(res);
@@ -352,11 +418,11 @@ prepare_target(Projector *p)
 
 	return run_command(p->target, "quieting notices", QUIET_SQL, 0, NULL) &&
 		run_command(p->target, "creating projector_checkpoint",
-					   CREATE_CHECKPOINT_SQL, 0, NULL) &&
+					   p->sql->create_checkpoint, 0, NULL) &&
 		run_command(p->target, "creating projector_totals",
 					CREATE_TOTALS_SQL, 0, NULL) &&
 		run_command(p->target, "creating the checkpoint",
-					INSERT_CHECKPOINT_SQL, 1, params) &&
+					p->sql->insert_checkpoint, 1, params) &&
 		load_checkpoint(p);
 }
 
@@ -430,7 +496,7 @@ read_batch(Projector *p)
 	params[0] = p->opt.entity_type;
 	params[1] = p->checkpoint;
 	params[2] = max_count;
-	return run_query(p->source, "reading the feed", READ_BATCH_SQL, 3, params);
+	return run_query(p->source, "reading the feed", p->sql->read_batch, 3, params);
 }
 
 /*
@@ -443,7 +509,7 @@ claim_checkpoint(Projector *p, const char *last)
 {
 	const char *params[] = {p->opt.name, p->checkpoint, last};
 	PGresult   *res = run_query(p->target, "moving the checkpoint",
-								CLAIM_CHECKPOINT_SQL, 3, params);
+								p->sql->claim_checkpoint, 3, params);
 	bool		claimed;
 
 	if (res == NULL)
@@ -466,7 +532,7 @@ apply_event(Projector *p, const PGresult *batch, int row)
 	if (PQgetisnull(batch, row, COL_DELTA))
 	{
 		fprintf(stderr, "projector: event at position %s of %s has no integer \"n\" in its payload\n",
-				PQgetvalue(batch, row, COL_POSITION),
+				PQgetvalue(batch, row, COL_CHECKPOINT),
 				PQgetvalue(batch, row, COL_ENTITY_ID));
 		return OUTCOME_FATAL;
 	}
@@ -486,7 +552,7 @@ static Outcome
 apply_batch(Projector *p, const PGresult *batch)
 {
 	int			rows = PQntuples(batch);
-	const char *last = PQgetvalue(batch, rows - 1, COL_POSITION);
+	const char *last = PQgetvalue(batch, rows - 1, COL_CHECKPOINT);
 	Outcome		outcome = OUTCOME_RETRY;
 
 	if (run_command(p->target, "starting a transaction", "BEGIN", 0, NULL))
@@ -503,11 +569,10 @@ apply_batch(Projector *p, const PGresult *batch)
 	if (p->opt.verbose)
 	{
 		printf("batch %ld: %d events, positions %s..%s\n", p->batches, rows,
-			   PQgetvalue(batch, 0, COL_POSITION), last);
+			   PQgetvalue(batch, 0, COL_CHECKPOINT), last);
 		fflush(stdout);
 	}
-	snprintf(p->checkpoint, sizeof(p->checkpoint), "%s", last);
-	return OUTCOME_OK;
+	return keep_checkpoint(p, last) ? OUTCOME_OK : OUTCOME_FATAL;
 }
 
 /*
@@ -549,7 +614,9 @@ project_step(Projector *p)
 		return outcome;
 	if (p->opt.max_batches > 0 && p->batches >= p->opt.max_batches)
 		return OUTCOME_DONE;
-	if (rows == p->opt.batch)
+	/* a proxy's page may be short while a server has more: only an empty
+	 * one says the feed is caught up */
+	if (rows == p->opt.batch || (p->opt.sharded && rows > 0))
 		return OUTCOME_OK;
 	return idle(p, rows == 0);
 }
@@ -614,6 +681,7 @@ main(int argc, char **argv)
 
 	memset(&p, 0, sizeof(p));
 	parse_options(argc, argv, &p.opt);
+	p.sql = p.opt.sharded ? &sharded_feed : &single_feed;
 	install_signal_handlers();
 	status = run(&p);
 	close_connections(&p);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 36 (test/run fails when a different number of checks ran)
+# checks: 38 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -391,6 +391,57 @@ objects() {   # objects DB: the schema's functions, types and event trigger, one
 check "eventsourced_proxy 0.1.0 updated to 0.2.0 has the objects of a fresh 0.2.0, and reads the same ShardBatch" \
       "$before|$(objects es_up)|$(q "${proxy/dbname=es/dbname=es_up}" "SELECT md5(eventsourced.read_all_shards_pb('', 100000))")" \
       "0.1.0|$(objects es_fresh)|$(q "${proxy/dbname=es/dbname=es_fresh}" "SELECT md5(eventsourced.read_all_shards_pb('', 100000))")"
+
+# --- examples/projector reading the shards through the proxy: its
+# checkpoint is the token, stored in its target transaction; writers on
+# both shards; killed -9 twice mid-run, then caught up: the read model equals
+# one rebuilt from the shards' events
+make -s -C "$root/examples/projector" >"$work/projector.build" 2>&1 || cat "$work/projector.build"
+for w in 1 2 3 4; do
+    psql -X -q -o /dev/null -v ON_ERROR_STOP=1 -d "$proxy" >/dev/null 2>&1 <<SQL &
+SELECT format('SELECT eventsourced.append(%L, %L, NULL, %L, %L), pg_sleep(0.002)', 'pmeter', 'm' || i % 30,
+              CASE WHEN i % 3 = 0 THEN 'Decreased' ELSE 'Increased' END, jsonb_build_object('n', i % 7 + 1))
+  FROM generate_series($w * 1000 + 1, $w * 1000 + 250) i
+\gexec
+SQL
+    echo $! >>"$work/pmeter.pids"
+done
+projector=("$root/examples/projector/projector" --sharded --source "$proxy" --target "dbname=$direct_db"
+           --type pmeter --name sharded --batch 7 --poll-ms 50)
+ptoken() { q "dbname=$direct_db" "SELECT token FROM projector_shard_checkpoint WHERE name = 'sharded'" 2>/dev/null; }
+moved() {   # moved TOKEN: until the stored token differs from TOKEN (bounded)
+    local n
+    for n in $(seq 1 300); do
+        [ -n "$(ptoken)" ] && [ "$(ptoken)" != "$1" ] && return 0
+        sleep 0.05
+    done
+    return 1
+}
+kills=0
+for k in 1 2; do
+    "${projector[@]}" >>"$work/projector.out" 2>>"$work/projector.err" &
+    ppid=$!
+    before=$(ptoken)
+    moved "$before" && [ "$(jobs -rp | grep -cFxf "$work/pmeter.pids")" -gt 0 ] && kills=$((kills + 1))
+    kill -9 $ppid
+    wait $ppid 2>/dev/null
+done
+for pid in $(cat "$work/pmeter.pids"); do wait "$pid"; done
+timeout 120 "${projector[@]}" --exit-when-idle >>"$work/projector.out" 2>>"$work/projector.err"
+rc=$?
+totals() {   # the counters rebuilt from each shard's own events, one line each
+    for c in "${shard[@]}"; do
+        q "$c" "SELECT entity_id || ':' || sum(CASE event_type WHEN 'Increased' THEN (payload->>'n')::bigint
+                                                ELSE -(payload->>'n')::bigint END) || ':' || count(*)
+                  FROM eventsourced.events WHERE entity_type = 'pmeter' GROUP BY entity_id"
+    done | LC_ALL=C sort | tr '\n' ' '
+}
+check "the sharded projector, killed -9 twice mid-run, ends with the read model of the shards' events" \
+      "$kills|$rc|$(q "dbname=$direct_db" "SELECT entity_id || ':' || total || ':' || events FROM projector_totals" | LC_ALL=C sort | tr '\n' ' ')" \
+      "2|0|$(totals)"
+check "its checkpoint is the token of each shard's last pmeter event, and 1,000 events were projected" \
+      "$(ptoken)|$(q "dbname=$direct_db" "SELECT sum(events) FROM projector_totals")" \
+      "$(for i in 0 1; do echo "$i:$(q "${shard[$i]}" "SELECT coalesce(max(position), 0) FROM eventsourced.events WHERE entity_type = 'pmeter'")"; done | paste -sd,)|1000"
 
 # --- one shard stopped mid-run: its entities fail clearly, the others work;
 # after the restart nothing acknowledged is lost
