@@ -179,3 +179,54 @@ GRANT EXECUTE ON FUNCTION eventsourced.pb_varint_bytes(bigint),
     eventsourced.events_by_type_pb_parts(text, text[], integer),
     eventsourced.feed_pb_page(text, boolean, text, integer)
     TO PUBLIC;
+
+-- ---------------------------------------------------------------------
+-- Cheaper routing (docs/scale-out.md, "Performance").  PL/Proxy runs a
+-- RUN ON function as "SELECT * FROM f(...)" through a saved plan; the
+-- planner inlines a SQL function there only when it returns a set, so the
+-- scalar route() was executed as a SQL function on every call (its body
+-- read and planned again each time).  route_rows() and route_pb_rows()
+-- compute the same partition as one row; every entity-scoped function
+-- routes with them now.  route() and route_pb() stay for callers of their
+-- own.
+-- ---------------------------------------------------------------------
+CREATE FUNCTION eventsourced.route_rows(entity_type text, entity_id text)
+    RETURNS SETOF integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 1
+BEGIN ATOMIC
+    SELECT COALESCE(eventsourced.entity_hash(entity_type, entity_id), 0);
+END;
+
+CREATE FUNCTION eventsourced.route_pb_rows(batch bytea)
+    RETURNS SETOF integer
+    LANGUAGE sql IMMUTABLE PARALLEL SAFE ROWS 1
+BEGIN ATOMIC
+    SELECT COALESCE(eventsourced.entity_hash(b.entity_type, b.entity_id), 0)
+      FROM eventsourced.pb_batch_entity(batch) b;
+END;
+
+GRANT EXECUTE ON FUNCTION eventsourced.route_rows(text, text),
+    eventsourced.route_pb_rows(bytea) TO PUBLIC;
+
+-- Every PL/Proxy function of the extension that routes with route() or
+-- route_pb() routes with their set-returning forms (same arguments, same
+-- partition; grants and owners are kept by CREATE OR REPLACE).
+DO $$
+DECLARE
+    f regprocedure;
+BEGIN
+    FOR f IN SELECT p.oid::regprocedure
+               FROM pg_catalog.pg_proc p
+               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass
+                                          AND d.objid = p.oid AND d.deptype = 'e'
+               JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
+                                             AND e.extname = 'eventsourced_proxy'
+               JOIN pg_catalog.pg_language l ON l.oid = p.prolang AND l.lanname = 'plproxy'
+              WHERE p.prosrc ~ 'RUN ON eventsourced\.route(_pb)?\('
+              ORDER BY 1 LOOP
+        EXECUTE pg_catalog.replace(pg_catalog.replace(pg_catalog.pg_get_functiondef(f),
+                    'RUN ON eventsourced.route(', 'RUN ON eventsourced.route_rows('),
+                    'RUN ON eventsourced.route_pb(', 'RUN ON eventsourced.route_pb_rows(');
+    END LOOP;
+END
+$$;
