@@ -230,3 +230,71 @@ BEGIN
     END LOOP;
 END
 $$;
+
+-- ---------------------------------------------------------------------
+-- Resume tokens (0.2.0): a token of more "shard:position" pairs than the
+-- cluster has servers is refused before it is parsed (each pair went into
+-- a growing object: a token of many pairs cost time quadratic in them).
+-- ---------------------------------------------------------------------
+CREATE OR REPLACE FUNCTION eventsourced.feed_start(token text, max_count integer,
+                                        OUT shards integer[], OUT positions bigint[])
+    LANGUAGE plpgsql STABLE PARALLEL SAFE
+    SET search_path = pg_catalog, pg_temp
+AS $$
+DECLARE
+    given jsonb := '{}';
+    pair text;
+    unknown text;
+BEGIN
+    IF max_count IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'max_count must not be null';
+    ELSIF max_count < 0 THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'max_count must not be negative',
+            DETAIL = format('max_count was %s.', max_count);
+    END IF;
+    IF token IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22004', MESSAGE = 'token must not be null',
+            HINT = 'Pass '''' to read from the beginning.';
+    END IF;
+    IF token <> '' AND token !~ '^[0-9]{1,9}:[0-9]{1,18}(,[0-9]{1,9}:[0-9]{1,18})*$' THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'malformed resume token',
+            DETAIL = 'A token is a comma-separated list of shard:position pairs.',
+            HINT = 'Pass the token of the last row you received, or '''' to start.';
+    END IF;
+    -- one pair per server at most (a longer token would only cost time:
+    -- each pair is parsed into a growing object)
+    IF token <> '' AND cardinality(string_to_array(token, ','))
+                       > (SELECT count(*) FROM eventsourced.shards()) THEN
+        RAISE EXCEPTION USING ERRCODE = '22023', MESSAGE = 'resume token names more shards than the cluster has',
+            DETAIL = format('The token has %s pairs; the cluster has %s servers.',
+                            cardinality(string_to_array(token, ',')),
+                            (SELECT count(*) FROM eventsourced.shards())),
+            HINT = 'Pass the token of the last row or batch you received, or '''' to start.';
+    END IF;
+    IF token <> '' THEN
+        FOREACH pair IN ARRAY string_to_array(token, ',') LOOP
+            given := given || jsonb_build_object(split_part(pair, ':', 1)::integer::text,
+                                                 split_part(pair, ':', 2)::bigint);
+        END LOOP;
+    END IF;
+    SELECT array_agg(s.shard ORDER BY s.shard),
+           array_agg(coalesce((given ->> s.shard::text)::bigint, 0) ORDER BY s.shard)
+      INTO shards, positions
+      FROM eventsourced.shards() s;
+    IF shards IS NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '42704',
+            MESSAGE = 'server "eventsourced_cluster" has no partitions',
+            HINT = 'Define the cluster: CREATE SERVER eventsourced_cluster FOREIGN DATA WRAPPER plproxy OPTIONS (p0 ''...'', ...).';
+    END IF;
+    SELECT string_agg(k, ', ') INTO unknown
+      FROM jsonb_object_keys(given) k
+     WHERE k::integer <> ALL (shards);
+    IF unknown IS NOT NULL THEN
+        RAISE EXCEPTION USING ERRCODE = '22023',
+            MESSAGE = 'resume token names shards the cluster does not have',
+            DETAIL = format('Unknown shards: %s; the cluster''s shards: %s.', unknown,
+                            array_to_string(shards, ', ')),
+            HINT = 'The cluster''s partitions moved since the token was issued; see docs/scale-out.md, "Adding servers".';
+    END IF;
+END
+$$;

@@ -352,11 +352,12 @@ for call in "read_all_shards_pb('0:1,x', 10)" "read_all_shards_pb('0:1,1:9999999
             "read_all_shards_pb('7:1', 10)" "read_all_shards_pb(NULL, 10)" "read_all_shards_pb('', -1)" \
             "read_all_shards_pb('', NULL)" "events_by_type_shards_pb('feed', '0:-1', 10)" \
             "pb_batch_split('\\x0a05')" "pb_batch_split('\\x0a0010ff')" \
-            "pb_batch_split('\\x10ffffffffffffffffff01')" "pb_batch_split('\\x0a')"; do
+            "pb_batch_split('\\x10ffffffffffffffffff01')" "pb_batch_split('\\x0a')" \
+            "read_all_shards_pb('0:1,1:1,0:2', 10)" "read_all_shards('$(printf '0:1,%.0s' $(seq 1 5000))1:1')"; do
     codes+="$(err "$proxy" "SELECT eventsourced.$call" | grep -o '^ERROR:  [0-9A-Z]\{5\}' | cut -c9-) "
 done
-check "the protobuf feed refuses malformed or foreign tokens, NULLs, negative sizes and bytes that are no shard's batch" \
-      "$codes" "22023 22023 22023 22004 22023 22004 22023 22P03 22P03 22P03 22P03 "
+check "the protobuf feed refuses malformed or foreign tokens, NULLs, negative sizes, bytes that are no shard's batch, tokens of more pairs than servers" \
+      "$codes" "22023 22023 22023 22004 22023 22004 22023 22P03 22P03 22P03 22P03 22023 22023 "
 check "a huge max_count reads every event in one ShardBatch" \
       "$(q "$proxy" "SELECT encode(eventsourced.read_all_shards_pb('', 2147483647), 'hex')" | decode ShardBatch | grep -c '^events {')" \
       "$(echo "$all" | wc -l)"
