@@ -30,7 +30,7 @@ usage(FILE *out)
 			"  --commands-prefix P    command subjects P.<type>.<id>.<command> (default %s)\n"
 			"  --commands-source C    connection for commands (default --source)\n"
 			"  --command-workers N    concurrent command connections (default %d)\n"
-			"  --snapshots            mirror snapshots to NATS KV (not implemented yet)\n"
+			"  --snapshots            mirror snapshots to NATS KV buckets snapshots_<type>\n"
 			"  --creds FILE           NATS user credentials file (JWT and NKey seed)\n"
 			"  --nkey-seed FILE       NATS NKey seed file\n"
 			"  --tls                  require TLS\n"
@@ -183,8 +183,6 @@ check_names(const Options *opt)
 		bad_usage("--name must not be empty");
 	if ((opt->tls_cert == NULL) != (opt->tls_key == NULL))
 		bad_usage("--tls-cert and --tls-key go together");
-	if (opt->snapshots)
-		bad_usage("--snapshots is not implemented yet (see docs/nats.md)");
 }
 
 /* Fills the options from the command line; exits on a usage error. */
