@@ -17,6 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,11 +191,35 @@ split_subject(const char *subject, const char *prefix, char **copy, char *parts[
 	return true;
 }
 
-/* Makes sure the worker's connection is usable, reconnecting once if not. */
+/* How many reads an idle connection's pending input may take (a FATAL, then end of file). */
+#define MAX_IDLE_READS			8
+
+/*
+ * Whether an idle connection is still open: reads whatever the server
+ * sent meanwhile (libpq sees the end of the connection only on a read
+ * after the server's FATAL message).
+ */
+static bool
+connection_alive(PGconn *conn)
+{
+	struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+
+	for (int i = 0; i < MAX_IDLE_READS && pfd.fd >= 0 && poll(&pfd, 1, 0) > 0; i++)
+		if (!PQconsumeInput(conn))
+			return false;
+	return PQstatus(conn) == CONNECTION_OK;
+}
+
+/*
+ * Makes sure the worker's connection is usable, reconnecting once if not.
+ * Reading what the server sent first notices a connection it closed (a
+ * restart: its FATAL message and end of file) before a command is sent on
+ * it, so the first command after a restart runs instead of failing.
+ */
 static bool
 worker_connected(Worker *w)
 {
-	if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+	if (w->conn && connection_alive(w->conn))
 		return true;
 	PQfinish(w->conn);
 	w->conn = store_open(w->relay->opt.commands_source, w->relay->opt.name);

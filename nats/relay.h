@@ -82,6 +82,7 @@ typedef struct Options
 	int			ntypes;
 	const char *types_array;	/* the same as a text[] literal, NULL: all */
 	const char *creds;
+	const char *nkey;			/* user NKey public key, with nkey_seed */
 	const char *nkey_seed;
 	const char *tls_ca;
 	const char *tls_cert;

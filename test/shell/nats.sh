@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 33 (test/run fails when a different number of checks ran)
+# checks: 37 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -342,6 +342,10 @@ check "a name escaped in another spelling (%73 for s, lower-case hex) is refused
     "$(req 'commands.acct.a%20nat%73.Deposit' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2c.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
 check "a subject without entity type, id and command, or with a bad escape, gets an error reply" \
     "$(req 'commands.acct.only' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
+# The database restarts under the serving relay: the next command runs.
+es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/pg/data" -m fast -w restart >/dev/null
+check "after a database restart the next command over NATS runs (the relay reconnects first)" \
+    "$(req 'commands.acct.a%20nats.Deposit' '{"n": 2}' | grep -c '"accepted" *: *true')" "1"
 kill "$relay_pid"
 wait "$relay_pid"
 
@@ -369,7 +373,7 @@ lp="host=$work/pg port=$pgport user=es_nats_relay dbname=$db"
     --exit-when-idle -v >"$work/lp.log" 2>&1
 check "the relay runs with the documented grants and publishes up to the feed's end (with --snapshots)" \
     "$?:$(q "SELECT position || ' ' || snapshot_change FROM eventsourced_nats.relays WHERE name = 'lp'")" \
-    "0:$(q "SELECT max(position) FROM eventsourced.events") $(q "SELECT max(change) FROM eventsourced.snapshots WHERE entity_type = 'cart'")"
+    "0:$(q "SELECT max(position) FROM eventsourced.events") $(q "SELECT max(change) FROM eventsourced.snapshots")"
 show "$work/lp.log" 8
 check "with --types only those types' events are published, each once, in feed order" \
     "$("$work/consumer" "$nurl" lp | cut -f4 | tr '\n' ' ')" \
@@ -401,6 +405,49 @@ sysid=$(q "SELECT s.system_identifier || '-' || d.oid FROM pg_control_system() s
 "$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/ahead.log" 2>&1
 check "a stream ahead of the store's feed is refused" \
     "$?:$(grep -c 'holds events up to position 999999999, but the store' "$work/ahead.log")" "1:1"
+
+# NATS authentication: a user with a password (in the URL, as libnats
+# takes it) and a user NKey (--nkey, --nkey-seed; the pair made here with
+# openssl and the NKey encoding: base32 of prefix, key and CRC-16).  A
+# JWT credentials file (--creds) needs an operator set-up (nsc), which this
+# test cannot make.
+nkey_encode() {   # nkey_encode PREFIX-BYTES-HEX KEY-FILE(DER, key in the last 32 bytes)
+    perl -e 'my ($p, $f) = @ARGV; open my $h, "<:raw", $f or die; local $/; my $der = <$h>;
+        my $raw = pack("H*", $p) . substr($der, -32); my $crc = 0;
+        for my $b (unpack "C*", $raw) { $crc ^= $b << 8;
+            for (1 .. 8) { $crc = $crc & 0x8000 ? (($crc << 1) ^ 0x1021) & 0xFFFF : ($crc << 1) & 0xFFFF } }
+        my $bits = unpack "B*", $raw . pack("v", $crc); $bits .= "0" x ((5 - length($bits) % 5) % 5);
+        print join "", map { substr("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", oct("0b$_"), 1) } $bits =~ /(.{5})/g' "$1" "$2"
+}
+openssl genpkey -algorithm ed25519 -outform DER -out "$work/nkey.der" 2>/dev/null &&
+openssl pkey -inform DER -in "$work/nkey.der" -pubout -outform DER -out "$work/nkey_pub.der" 2>/dev/null ||
+    echo "# openssl could not make an ed25519 key"
+nkey_pub=$(nkey_encode a0 "$work/nkey_pub.der")       # U...: a user's public key
+nkey_encode 9500 "$work/nkey.der" >"$work/nkey.seed"   # SU...: its seed
+chmod 600 "$work/nkey.seed"
+cat >"$work/auth.conf" <<CONF
+listen: 127.0.0.1:$nport
+jetstream { store_dir: "$work/js" }
+authorization { users = [ { user: relay, password: "s3cret" }, { nkey: $nkey_pub } ] }
+CONF
+nats_stop
+nats-server -c "$work/auth.conf" >>"$work/nats.log" 2>&1 &
+nats_pid=$!
+for _ in $(seq 50); do grep -q "Server is ready" "$work/nats.log" && break; sleep 0.1; done
+feed_end=$(q "SELECT max(position) FROM eventsourced.events")
+timeout 30 "$relay_bin" --source "$src" --nats "nats://relay:s3cret@127.0.0.1:$nport" --name auth1 \
+    --stream auth1 --types cart --exit-when-idle >"$work/auth1.log" 2>&1
+check "with a user and password in the URL the relay publishes" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth1'")" "0:$feed_end"
+timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name auth2 --stream auth2 \
+    --types cart --nkey "$nkey_pub" --nkey-seed "$work/nkey.seed" --exit-when-idle >"$work/auth2.log" 2>&1
+check "with --nkey and --nkey-seed the relay publishes" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth2'")" "0:$feed_end"
+timeout 3 "$relay_bin" --source "$src" --nats "nats://relay:wrong@127.0.0.1:$nport" --name auth3 \
+    --stream auth3 --exit-when-idle >"$work/auth3.log" 2>&1
+check "a wrong password is refused by nats-server, and retried; the password is not shown" \
+    "$?:$(grep -c 'cannot connect to nats-server at nats://127.0.0.1:[0-9]* (user and password hidden): Authentication Violation' "$work/auth3.log" | awk '$1 >= 1 {print "yes"}')" "124:yes"
+show "$work/auth3.log" 2
 
 # TLS: nats-server again, with a certificate of a CA made here.  The relay
 # connects with --tls-ca, and refuses the server without it.
