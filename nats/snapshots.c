@@ -24,6 +24,8 @@
 
 /* Snapshot changes per page: states may be large (up to max_payload each). */
 #define SNAPSHOT_BATCH			64
+/* PostgreSQL's binary int8. */
+#define INT8_BYTES				8
 
 #define HAS_CHANGES_SQL \
 	"SELECT pg_catalog.to_regprocedure('eventsourced.snapshot_changes(bigint,integer)')" \
@@ -92,6 +94,18 @@ snapshots_connect(Relay *r)
 	return OUTCOME_OK;
 }
 
+/* Whether every row's change (int8, never NULL) can be read. */
+static bool
+changes_readable(const PGresult *res)
+{
+	for (int row = 0; row < PQntuples(res); row++)
+		if (PQgetlength(res, row, SCOL_CHANGE) != INT8_BYTES ||
+			(!PQgetisnull(res, row, SCOL_POSITION) &&
+			 PQgetlength(res, row, SCOL_POSITION) != INT8_BYTES))
+			return false;
+	return true;
+}
+
 /* Reads the next page of snapshot changes (binary results); NULL on failure. */
 static PGresult *
 read_page(Relay *r)
@@ -106,10 +120,10 @@ read_page(Relay *r)
 	snprintf(count, sizeof(count), "%d", SNAPSHOT_BATCH);
 	snprintf(max_state, sizeof(max_state), "%lld", (long long) r->stream.max_payload);
 	res = store_query(r->store.conn, "reading snapshot changes", PAGE_SQL, 3, params, 1);
-	if (res && PQnfields(res) != SNAPSHOT_PAGE_COLUMNS)
+	if (res && (PQnfields(res) != SNAPSHOT_PAGE_COLUMNS || !changes_readable(res)))
 	{
-		fprintf(stderr, PROGRAM_NAME ": the snapshot page has %d columns, not %d\n",
-				PQnfields(res), SNAPSHOT_PAGE_COLUMNS);
+		fprintf(stderr, PROGRAM_NAME ": the snapshot page is not what the relay reads (%d columns)\n",
+				PQnfields(res));
 		PQclear(res);
 		return NULL;
 	}
@@ -163,6 +177,12 @@ mirror(Relay *r, const PGresult *page, int row, bool *wait)
 	*wait = false;
 	if (!type_followed(r, PQgetvalue(page, row, SCOL_ENTITY_TYPE)))
 		return OUTCOME_OK;
+	if (PQgetlength(page, row, SCOL_STATE_LENGTH) != INT8_BYTES)
+	{
+		fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: it has no state\n",
+				(long long) change);
+		return OUTCOME_OK;
+	}
 	if (PQgetisnull(page, row, SCOL_POSITION))
 	{
 		fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: the event it covers"
@@ -237,6 +257,8 @@ snapshots_step(Relay *r, bool *more)
 			done = read_int64(PQgetvalue(page, row, SCOL_CHANGE));
 	}
 	PQclear(page);
+	if (outcome == OUTCOME_FATAL)
+		return outcome;
 	if (!save_checkpoint(r, done))
 		return OUTCOME_RETRY;
 	if (outcome == OUTCOME_OK && rows > 0)
