@@ -191,6 +191,30 @@ check_names(const Options *opt)
 		bad_usage("--creds and --nkey exclude each other");
 }
 
+/* Whether the relay follows an entity type (--types, sorted; none: all). */
+bool
+follows_type(const Options *opt, const char *type)
+{
+	int			lo = 0,
+				hi = opt->ntypes - 1;
+
+	if (opt->types == NULL)
+		return true;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			cmp = strcmp(type, opt->types[mid]);
+
+		if (cmp == 0)
+			return true;
+		if (cmp < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return false;
+}
+
 /* Fills the options from the command line; exits on a usage error. */
 void
 parse_options(int argc, char **argv, Options *opt)

@@ -162,6 +162,7 @@ extern volatile sig_atomic_t stop_requested;
 
 /* options.c */
 extern void parse_options(int argc, char **argv, Options *opt);
+extern bool follows_type(const Options *opt, const char *type);
 
 /* store.c */
 extern bool store_connect(Relay *r);
@@ -212,6 +213,8 @@ extern char *escape_with(const char *value, int len, bool (*plain) (unsigned cha
 						 char escape);
 extern char *escape_token(const char *value, int len);
 extern char *escape_bucket(const char *value, int len);
+extern char *entity_subject(const char *stream, const char *type, int type_len,
+							const char *id, int id_len);
 extern char *escape_key(const char *value, int len);
 extern bool valid_name_token(const char *name);
 extern int64_t read_int64(const char *bytes);

@@ -130,35 +130,6 @@ read_page(Relay *r)
 	return res;
 }
 
-/* Whether the relay publishes the row's entity type (--types, sorted). */
-static bool
-type_followed(const Relay *r, const char *type)
-{
-	if (r->opt.types == NULL)
-		return true;
-	for (int i = 0; i < r->opt.ntypes; i++)
-		if (strcmp(r->opt.types[i], type) == 0)
-			return true;
-	return false;
-}
-
-/* The subject of the row's entity in the stream: <stream>.<type>.<id>. */
-static char *
-entity_subject(const Relay *r, const PGresult *page, int row)
-{
-	char	   *type = escape_token(PQgetvalue(page, row, SCOL_ENTITY_TYPE),
-									PQgetlength(page, row, SCOL_ENTITY_TYPE));
-	char	   *id = escape_token(PQgetvalue(page, row, SCOL_ENTITY_ID),
-								  PQgetlength(page, row, SCOL_ENTITY_ID));
-	size_t		size = strlen(r->opt.stream) + strlen(type) + strlen(id) + 3;
-	char	   *subject = malloc(size);
-
-	snprintf(subject, size, "%s.%s.%s", r->opt.stream, type, id);
-	free(type);
-	free(id);
-	return subject;
-}
-
 /*
  * Mirrors one snapshot change.  *wait is set when the event it covers is
  * not acknowledged in the stream yet (the page stops there).  A snapshot
@@ -175,7 +146,7 @@ mirror(Relay *r, const PGresult *page, int row, bool *wait)
 	Outcome		outcome;
 
 	*wait = false;
-	if (!type_followed(r, PQgetvalue(page, row, SCOL_ENTITY_TYPE)))
+	if (!follows_type(&r->opt, PQgetvalue(page, row, SCOL_ENTITY_TYPE)))
 		return OUTCOME_OK;
 	if (PQgetlength(page, row, SCOL_STATE_LENGTH) != INT8_BYTES)
 	{
@@ -195,7 +166,10 @@ mirror(Relay *r, const PGresult *page, int row, bool *wait)
 		*wait = true;
 		return OUTCOME_OK;
 	}
-	subject = entity_subject(r, page, row);
+	subject = entity_subject(r->opt.stream, PQgetvalue(page, row, SCOL_ENTITY_TYPE),
+							 PQgetlength(page, row, SCOL_ENTITY_TYPE),
+							 PQgetvalue(page, row, SCOL_ENTITY_ID),
+							 PQgetlength(page, row, SCOL_ENTITY_ID));
 	outcome = locate_event(r, subject, position, &stream_seq);
 	free(subject);
 	if (outcome != OUTCOME_OK)

@@ -20,6 +20,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
 
@@ -97,6 +98,21 @@ char *
 escape_key(const char *value, int len)
 {
 	return escape_with(value, len, key_plain_byte, '=');
+}
+
+/* The subject of an entity's events: <stream>.<escaped type>.<escaped id>. */
+char *
+entity_subject(const char *stream, const char *type, int type_len, const char *id, int id_len)
+{
+	char	   *t = escape_token(type, type_len);
+	char	   *i = escape_token(id, id_len);
+	size_t		size = strlen(stream) + strlen(t) + strlen(i) + 3;
+	char	   *subject = malloc(size);
+
+	snprintf(subject, size, "%s.%s.%s", stream, t, i);
+	free(t);
+	free(i);
+	return subject;
 }
 
 /* Whether a name given on the command line can be used as it is (stream, prefix). */
