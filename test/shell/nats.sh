@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 37 (test/run fails when a different number of checks ran)
+# checks: 38 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -348,6 +348,18 @@ check "after a database restart the next command over NATS runs (the relay recon
     "$(req 'commands.acct.a%20nats.Deposit' '{"n": 2}' | grep -c '"accepted" *: *true')" "1"
 kill "$relay_pid"
 wait "$relay_pid"
+
+# A snapshot larger than max_payload is skipped with a message naming its
+# change; the relay goes on with the next one.
+q "SELECT eventsourced.append('cart', 'huge-snap', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot_bytes('cart', 'huge-snap', 1, decode(repeat('ab', 1100000), 'hex'));
+   SELECT eventsourced.append('cart', 'after-huge', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot('cart', 'after-huge', 1, '{\"ok\": 1}')" >/dev/null
+huge=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_id = 'huge-snap'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name main --snapshots --exit-when-idle >"$work/huge.log" 2>&1
+check "a snapshot larger than max_payload is skipped, named; the next one is mirrored" \
+    "$?:$(grep -c "skipping snapshot change $huge: its value takes" "$work/huge.log"):$("$work/consumer" "$nurl" KV_snapshots_cart | grep -c $'\t\\$KV.snapshots_cart.after-huge\t'):$(q "SELECT snapshot_change = (SELECT max(change) FROM eventsourced.snapshots) FROM eventsourced_nats.relays WHERE name = 'main'")" \
+    "0:1:1:t"
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
