@@ -191,6 +191,25 @@ split_subject(const char *subject, const char *prefix, char **copy, char *parts[
 	return true;
 }
 
+/*
+ * Prepares the two command statements on a new connection: each command
+ * is then bound and run without being parsed and planned again.
+ */
+static bool
+prepare_statements(PGconn *conn)
+{
+	PGresult   *a = PQprepare(conn, "es_command", COMMAND_SQL, 4, NULL);
+	PGresult   *b = PQprepare(conn, "es_command_id", COMMAND_ID_SQL, 5, NULL);
+	bool		ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+
+	if (!ok)
+		fprintf(stderr, PROGRAM_NAME ": cannot prepare the command statements: %s",
+				PQresultErrorMessage(PQresultStatus(a) != PGRES_COMMAND_OK ? a : b));
+	PQclear(a);
+	PQclear(b);
+	return ok;
+}
+
 /* How many reads an idle connection's pending input may take (a FATAL, then end of file). */
 #define MAX_IDLE_READS			8
 
@@ -223,6 +242,11 @@ worker_connected(Worker *w)
 		return true;
 	PQfinish(w->conn);
 	w->conn = store_open(w->relay->opt.commands_source, w->relay->opt.name);
+	if (w->conn && !prepare_statements(w->conn))
+	{
+		PQfinish(w->conn);
+		w->conn = NULL;
+	}
 	return w->conn != NULL;
 }
 
@@ -236,8 +260,8 @@ run_command_request(Worker *w, char *parts[3], const char *args, const char *com
 
 	if (!worker_connected(w))
 		return error_reply(SQLSTATE_NO_CONNECTION, "the relay has no connection to the event store");
-	res = command_id ? PQexecParams(w->conn, COMMAND_ID_SQL, 5, NULL, params, NULL, NULL, 0)
-		: PQexecParams(w->conn, COMMAND_SQL, 4, NULL, params, NULL, NULL, 0);
+	res = command_id ? PQexecPrepared(w->conn, "es_command_id", 5, params, NULL, NULL, 0)
+		: PQexecPrepared(w->conn, "es_command", 4, params, NULL, NULL, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		reply = strdup(PQgetvalue(res, 0, 0));
 	else
