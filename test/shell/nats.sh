@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 38 (test/run fails when a different number of checks ran)
+# checks: 39 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -397,6 +397,15 @@ check "a checkpoint schema of another role is refused" \
 show "$work/other_role.log" 6
 q "SET client_min_messages = warning; DROP SCHEMA eventsourced_nats CASCADE; ALTER SCHEMA eventsourced_nats_super RENAME TO eventsourced_nats;
    DROP OWNED BY es_nats_relay, es_nats_other; DROP ROLE es_nats_relay, es_nats_other" >/dev/null
+
+# --snapshots on a store still at 0.4.0 is refused with the update to run.
+createdb -h "$work/pg" -p $pgport -U postgres es_nats_040
+psql -X -q -h "$work/pg" -p $pgport -U postgres -d es_nats_040 \
+     -c "CREATE EXTENSION eventsourced VERSION '0.4.0'" -c "SELECT eventsourced.append('cart', 'c', 0, 'E', '{}')" >/dev/null
+timeout 30 "$relay_bin" --source "host=$work/pg port=$pgport user=postgres dbname=es_nats_040" --nats "$nurl" \
+    --name v040 --stream v040 --snapshots --exit-when-idle >"$work/v040.log" 2>&1
+check "--snapshots on a 0.4.0 store is refused, naming the update" \
+    "$?:$(grep -c 'run ALTER EXTENSION eventsourced UPDATE' "$work/v040.log")" "1:1"
 
 # A subject longer than nats-server's control line allows stops the relay,
 # naming the event's position.
