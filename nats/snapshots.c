@@ -32,6 +32,11 @@
 	" IS NOT NULL"
 #define LOAD_SQL \
 	"SELECT snapshot_change FROM eventsourced_nats.relays WHERE name = $1"
+/* The covered event's position, read again (see covered_position). */
+#define POSITION_SQL \
+	"SELECT position FROM eventsourced.events" \
+	" WHERE entity_type OPERATOR(pg_catalog.=) $1 AND entity_id OPERATOR(pg_catalog.=) $2" \
+	" AND seq_no OPERATOR(pg_catalog.=) $3::pg_catalog.int8"
 #define SAVE_SQL \
 	"UPDATE eventsourced_nats.relays SET snapshot_change = $2, updated_at = pg_catalog.now()" \
 	" WHERE name = $1"
@@ -42,6 +47,7 @@
  */
 #define PAGE_SQL \
 	"SELECT c.change, c.entity_type, c.entity_id, e.position," \
+	" c.seq_no," \
 	" CASE WHEN pg_catalog.octet_length(c.state) OPERATOR(pg_catalog.<=) $3" \
 	" THEN c.state END, pg_catalog.octet_length(c.state)::pg_catalog.int8" \
 	" FROM eventsourced.snapshot_changes($1, $2) c" \
@@ -58,6 +64,7 @@ enum
 	SCOL_ENTITY_TYPE,
 	SCOL_ENTITY_ID,
 	SCOL_POSITION,
+	SCOL_SEQ_NO,
 	SCOL_STATE,
 	SCOL_STATE_LENGTH,
 	SNAPSHOT_PAGE_COLUMNS
@@ -100,6 +107,7 @@ changes_readable(const PGresult *res)
 {
 	for (int row = 0; row < PQntuples(res); row++)
 		if (PQgetlength(res, row, SCOL_CHANGE) != INT8_BYTES ||
+			PQgetlength(res, row, SCOL_SEQ_NO) != INT8_BYTES ||
 			(!PQgetisnull(res, row, SCOL_POSITION) &&
 			 PQgetlength(res, row, SCOL_POSITION) != INT8_BYTES))
 			return false;
@@ -131,6 +139,34 @@ read_page(Relay *r)
 }
 
 /*
+ * The position of the event a row's snapshot covers: from the page, or
+ * when the page's join did not see it, read again.  The join runs with the
+ * statement's snapshot, taken before snapshot_changes() takes its own, so
+ * a snapshot and its event committed in between come without the event;
+ * a new statement sees it.  0: the event is gone; -1: the query failed.
+ */
+static int64_t
+covered_position(Relay *r, const PGresult *page, int row)
+{
+	char		seq_no[NUMBER_TEXT_LEN];
+	const char *params[] = {PQgetvalue(page, row, SCOL_ENTITY_TYPE),
+	PQgetvalue(page, row, SCOL_ENTITY_ID), seq_no};
+	PGresult   *res;
+	int64_t		position;
+
+	if (!PQgetisnull(page, row, SCOL_POSITION))
+		return read_int64(PQgetvalue(page, row, SCOL_POSITION));
+	snprintf(seq_no, sizeof(seq_no), "%lld",
+			 (long long) read_int64(PQgetvalue(page, row, SCOL_SEQ_NO)));
+	res = store_query(r->store.conn, "reading a snapshot's event", POSITION_SQL, 3, params, 0);
+	if (res == NULL)
+		return -1;
+	position = PQntuples(res) == 1 ? strtoll(PQgetvalue(res, 0, 0), NULL, 10) : 0;
+	PQclear(res);
+	return position;
+}
+
+/*
  * Mirrors one snapshot change.  *wait is set when the event it covers is
  * not acknowledged in the stream yet (the page stops there).  A snapshot
  * that cannot be mirrored for good (its event gone from the store or the
@@ -154,13 +190,15 @@ mirror(Relay *r, const PGresult *page, int row, bool *wait)
 				(long long) change);
 		return OUTCOME_OK;
 	}
-	if (PQgetisnull(page, row, SCOL_POSITION))
+	position = covered_position(r, page, row);
+	if (position < 0)
+		return OUTCOME_RETRY;
+	if (position == 0)
 	{
 		fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: the event it covers"
 				" is not in the store\n", (long long) change);
 		return OUTCOME_OK;
 	}
-	position = read_int64(PQgetvalue(page, row, SCOL_POSITION));
 	if (position > r->store.checkpoint)
 	{
 		*wait = true;
