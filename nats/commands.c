@@ -17,6 +17,7 @@
  *
  *-------------------------------------------------------------------------
  */
+#include <poll.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -190,14 +191,62 @@ split_subject(const char *subject, const char *prefix, char **copy, char *parts[
 	return true;
 }
 
-/* Makes sure the worker's connection is usable, reconnecting once if not. */
+/*
+ * Prepares the two command statements on a new connection: each command
+ * is then bound and run without being parsed and planned again.
+ */
+static bool
+prepare_statements(PGconn *conn)
+{
+	PGresult   *a = PQprepare(conn, "es_command", COMMAND_SQL, 4, NULL);
+	PGresult   *b = PQprepare(conn, "es_command_id", COMMAND_ID_SQL, 5, NULL);
+	bool		ok = PQresultStatus(a) == PGRES_COMMAND_OK && PQresultStatus(b) == PGRES_COMMAND_OK;
+
+	if (!ok)
+		fprintf(stderr, PROGRAM_NAME ": cannot prepare the command statements: %s",
+				PQresultErrorMessage(PQresultStatus(a) != PGRES_COMMAND_OK ? a : b));
+	PQclear(a);
+	PQclear(b);
+	return ok;
+}
+
+/* How many reads an idle connection's pending input may take (a FATAL, then end of file). */
+#define MAX_IDLE_READS			8
+
+/*
+ * Whether an idle connection is still open: reads whatever the server
+ * sent meanwhile (libpq sees the end of the connection only on a read
+ * after the server's FATAL message).
+ */
+static bool
+connection_alive(PGconn *conn)
+{
+	struct pollfd pfd = {.fd = PQsocket(conn), .events = POLLIN};
+
+	for (int i = 0; i < MAX_IDLE_READS && pfd.fd >= 0 && poll(&pfd, 1, 0) > 0; i++)
+		if (!PQconsumeInput(conn))
+			return false;
+	return PQstatus(conn) == CONNECTION_OK;
+}
+
+/*
+ * Makes sure the worker's connection is usable, reconnecting once if not.
+ * Reading what the server sent first notices a connection it closed (a
+ * restart: its FATAL message and end of file) before a command is sent on
+ * it, so the first command after a restart runs instead of failing.
+ */
 static bool
 worker_connected(Worker *w)
 {
-	if (w->conn && PQstatus(w->conn) == CONNECTION_OK)
+	if (w->conn && connection_alive(w->conn))
 		return true;
 	PQfinish(w->conn);
 	w->conn = store_open(w->relay->opt.commands_source, w->relay->opt.name);
+	if (w->conn && !prepare_statements(w->conn))
+	{
+		PQfinish(w->conn);
+		w->conn = NULL;
+	}
 	return w->conn != NULL;
 }
 
@@ -211,8 +260,8 @@ run_command_request(Worker *w, char *parts[3], const char *args, const char *com
 
 	if (!worker_connected(w))
 		return error_reply(SQLSTATE_NO_CONNECTION, "the relay has no connection to the event store");
-	res = command_id ? PQexecParams(w->conn, COMMAND_ID_SQL, 5, NULL, params, NULL, NULL, 0)
-		: PQexecParams(w->conn, COMMAND_SQL, 4, NULL, params, NULL, NULL, 0);
+	res = command_id ? PQexecPrepared(w->conn, "es_command_id", 5, params, NULL, NULL, 0)
+		: PQexecPrepared(w->conn, "es_command", 4, params, NULL, NULL, 0);
 	if (PQresultStatus(res) == PGRES_TUPLES_OK && PQntuples(res) == 1)
 		reply = strdup(PQgetvalue(res, 0, 0));
 	else

@@ -131,16 +131,27 @@ prepare(Relay *r)
 		store_close(&r->store);
 		return OUTCOME_RETRY;
 	}
+	if (r->opt.snapshots)
+	{
+		Outcome		loaded = snapshots_connect(r);
+
+		if (loaded != OUTCOME_OK)
+			return loaded;
+	}
 	return reconcile(r);
 }
 
-/* One turn: read a page, publish it, and idle when caught up. */
+/*
+ * One turn: read a page, publish it, mirror a page of snapshot changes
+ * (--snapshots), and idle when caught up.
+ */
 static Outcome
 step(Relay *r)
 {
 	PGresult   *page = store_read_page(r);
 	int			rows;
 	Outcome		outcome = OUTCOME_OK;
+	bool		more = false;
 
 	if (page == NULL)
 		return OUTCOME_RETRY;
@@ -155,7 +166,9 @@ step(Relay *r)
 	if (rows > 0)
 		verbose(r, "page %ld: %d events, checkpoint %lld", ++r->pages, rows,
 				(long long) r->store.checkpoint);
-	if (rows == r->opt.batch)
+	if (r->opt.snapshots && (outcome = snapshots_step(r, &more)) != OUTCOME_OK)
+		return outcome;
+	if (rows == r->opt.batch || more)
 		return OUTCOME_OK;
 	return store_idle(r, rows == 0);
 }
@@ -214,6 +227,7 @@ main(int argc, char **argv)
 	if (r.opt.commands)
 		commands_stop();
 	store_close(&r.store);
+	kv_close(&r);
 	stream_close(&r.stream);
 	nats_Close();
 	return status;

@@ -30,9 +30,10 @@ usage(FILE *out)
 			"  --commands-prefix P    command subjects P.<type>.<id>.<command> (default %s)\n"
 			"  --commands-source C    connection for commands (default --source)\n"
 			"  --command-workers N    concurrent command connections (default %d)\n"
-			"  --snapshots            mirror snapshots to NATS KV (not implemented yet)\n"
+			"  --snapshots            mirror snapshots to NATS KV buckets snapshots_<type>\n"
 			"  --creds FILE           NATS user credentials file (JWT and NKey seed)\n"
-			"  --nkey-seed FILE       NATS NKey seed file\n"
+			"  --nkey PUBLIC_KEY      NATS user NKey (with --nkey-seed)\n"
+			"  --nkey-seed FILE       the file holding that NKey's seed\n"
 			"  --tls                  require TLS\n"
 			"  --tls-ca FILE          CA certificates to verify the server with (implies --tls)\n"
 			"  --tls-cert FILE        client certificate chain (with --tls-key)\n"
@@ -150,6 +151,7 @@ apply_option(Options *opt, int code, const char *arg)
 		case 'k': opt->snapshots = true; return true;
 		case 'C': opt->creds = arg; return true;
 		case 'K': opt->nkey_seed = arg; return true;
+		case 'u': opt->nkey = arg; return true;
 		case 't': opt->tls = true; return true;
 		case 'A': opt->tls_ca = arg; opt->tls = true; return true;
 		case 'E': opt->tls_cert = arg; return true;
@@ -183,8 +185,34 @@ check_names(const Options *opt)
 		bad_usage("--name must not be empty");
 	if ((opt->tls_cert == NULL) != (opt->tls_key == NULL))
 		bad_usage("--tls-cert and --tls-key go together");
-	if (opt->snapshots)
-		bad_usage("--snapshots is not implemented yet (see docs/nats.md)");
+	if ((opt->nkey == NULL) != (opt->nkey_seed == NULL))
+		bad_usage("--nkey and --nkey-seed go together");
+	if (opt->nkey && opt->creds)
+		bad_usage("--creds and --nkey exclude each other");
+}
+
+/* Whether the relay follows an entity type (--types, sorted; none: all). */
+bool
+follows_type(const Options *opt, const char *type)
+{
+	int			lo = 0,
+				hi = opt->ntypes - 1;
+
+	if (opt->types == NULL)
+		return true;
+	while (lo <= hi)
+	{
+		int			mid = (lo + hi) / 2;
+		int			cmp = strcmp(type, opt->types[mid]);
+
+		if (cmp == 0)
+			return true;
+		if (cmp < 0)
+			hi = mid - 1;
+		else
+			lo = mid + 1;
+	}
+	return false;
 }
 
 /* Fills the options from the command line; exits on a usage error. */
@@ -204,6 +232,7 @@ parse_options(int argc, char **argv, Options *opt)
 		{"snapshots", no_argument, NULL, 'k'},
 		{"creds", required_argument, NULL, 'C'},
 		{"nkey-seed", required_argument, NULL, 'K'},
+		{"nkey", required_argument, NULL, 'u'},
 		{"tls", no_argument, NULL, 't'},
 		{"tls-ca", required_argument, NULL, 'A'},
 		{"tls-cert", required_argument, NULL, 'E'},

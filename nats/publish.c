@@ -54,29 +54,11 @@ on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae, void *closure)
 	natsMsg_Destroy(msg);
 }
 
-/* Whether the page's row is of a type the relay follows (--types, sorted). */
+/* Whether the page's row is of a type the relay follows (--types). */
 static bool
 wanted(const Relay *r, const PGresult *page, int row)
 {
-	const char *type = PQgetvalue(page, row, COL_ENTITY_TYPE);
-	int			lo = 0,
-				hi = r->opt.ntypes - 1;
-
-	if (r->opt.types == NULL)
-		return true;
-	while (lo <= hi)
-	{
-		int			mid = (lo + hi) / 2;
-		int			cmp = strcmp(type, r->opt.types[mid]);
-
-		if (cmp == 0)
-			return true;
-		if (cmp < 0)
-			hi = mid - 1;
-		else
-			lo = mid + 1;
-	}
-	return false;
+	return follows_type(&r->opt, PQgetvalue(page, row, COL_ENTITY_TYPE));
 }
 
 /* The event's payload: the JSON text of a jsonb, or the bytes of a bytea. */
@@ -103,17 +85,10 @@ payload(const PGresult *page, int row, const char **data, int *len)
 static char *
 subject_of(const Relay *r, const PGresult *page, int row)
 {
-	char	   *type = escape_token(PQgetvalue(page, row, COL_ENTITY_TYPE),
-									PQgetlength(page, row, COL_ENTITY_TYPE));
-	char	   *id = escape_token(PQgetvalue(page, row, COL_ENTITY_ID),
-								  PQgetlength(page, row, COL_ENTITY_ID));
-	size_t		size = strlen(r->opt.stream) + strlen(type) + strlen(id) + 3;
-	char	   *subject = malloc(size);
-
-	snprintf(subject, size, "%s.%s.%s", r->opt.stream, type, id);
-	free(type);
-	free(id);
-	return subject;
+	return entity_subject(r->opt.stream, PQgetvalue(page, row, COL_ENTITY_TYPE),
+						  PQgetlength(page, row, COL_ENTITY_TYPE),
+						  PQgetvalue(page, row, COL_ENTITY_ID),
+						  PQgetlength(page, row, COL_ENTITY_ID));
 }
 
 /* Formats a binary uuid as text. */

@@ -21,6 +21,7 @@
 #include <signal.h>
 #include <stdatomic.h>
 #include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 
 #include <nats/nats.h>
@@ -81,6 +82,7 @@ typedef struct Options
 	int			ntypes;
 	const char *types_array;	/* the same as a text[] literal, NULL: all */
 	const char *creds;
+	const char *nkey;			/* user NKey public key, with nkey_seed */
 	const char *nkey_seed;
 	const char *tls_ca;
 	const char *tls_cert;
@@ -136,6 +138,14 @@ typedef struct Stream
 	char		failure[256];	/* read once failed is seen set */
 } Stream;
 
+/* A KV bucket the relay has bound to, per entity type (see snapshots.c). */
+typedef struct Bucket
+{
+	char	   *name;			/* snapshots_<escaped entity type> */
+	kvStore    *kv;
+	struct Bucket *next;
+} Bucket;
+
 typedef struct Relay
 {
 	Options		opt;
@@ -143,18 +153,26 @@ typedef struct Relay
 	Stream		stream;
 	int64_t		read_after;		/* position published up to (acked or not) */
 	long		pages;
+	/* --snapshots */
+	int64_t		snapshot_checkpoint;	/* last snapshot change mirrored */
+	Bucket	   *buckets;
 } Relay;
 
 extern volatile sig_atomic_t stop_requested;
 
 /* options.c */
 extern void parse_options(int argc, char **argv, Options *opt);
+extern bool follows_type(const Options *opt, const char *type);
 
 /* store.c */
 extern bool store_connect(Relay *r);
 extern void store_close(Store *s);
 extern PGresult *store_read_page(Relay *r);
 extern bool store_save_checkpoint(Relay *r, int64_t position);
+extern char *store_query_value(PGconn *conn, const char *what, const char *sql,
+							   int nparams, const char *const *params);
+extern bool store_run(PGconn *conn, const char *what, const char *sql,
+					  int nparams, const char *const *params);
 extern int64_t store_feed_end(Relay *r);
 extern Outcome store_idle(Relay *r, bool empty_page);
 extern PGconn *store_open(const char *conninfo, const char *name);
@@ -191,9 +209,29 @@ extern void on_ack(jsCtx *js, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pae,
 
 /* subject.c */
 extern bool plain_byte(unsigned char c);
+extern char *escape_with(const char *value, int len, bool (*plain) (unsigned char),
+						 char escape);
 extern char *escape_token(const char *value, int len);
+extern char *escape_bucket(const char *value, int len);
+extern char *entity_subject(const char *stream, const char *type, int type_len,
+							const char *id, int id_len);
+extern char *escape_key(const char *value, int len);
 extern bool valid_name_token(const char *name);
 extern int64_t read_int64(const char *bytes);
+
+/* snapshots.c */
+extern Outcome snapshots_connect(Relay *r);
+extern Outcome snapshots_step(Relay *r, bool *more);
+
+/* kv.c */
+extern Outcome kv_put_snapshot(Relay *r, const char *type, int type_len, const char *id,
+							   int id_len, uint64_t stream_seq, const char *state,
+							   size_t state_len, int64_t change);
+extern void kv_close(Relay *r);
+
+/* locate.c */
+extern Outcome locate_event(Relay *r, const char *subject, int64_t position,
+							uint64_t *stream_seq);
 
 /* commands.c */
 extern bool commands_start(Relay *r);

@@ -42,7 +42,16 @@
 	" stream text NOT NULL," \
 	" types text[] COLLATE \"C\"," \
 	" position bigint NOT NULL DEFAULT 0 CHECK (position >= 0)," \
-	" updated_at timestamptz NOT NULL DEFAULT pg_catalog.now())"
+	" updated_at timestamptz NOT NULL DEFAULT pg_catalog.now()," \
+	" snapshot_change bigint NOT NULL DEFAULT 0 CHECK (snapshot_change >= 0))"
+/* The snapshot checkpoint came with --snapshots; older tables get it. */
+#define COLUMN_MISSING_SQL \
+	"SELECT NOT EXISTS (SELECT FROM pg_catalog.pg_attribute" \
+	" WHERE attrelid = 'eventsourced_nats.relays'::pg_catalog.regclass" \
+	" AND attname = 'snapshot_change' AND NOT attisdropped)"
+#define ADD_COLUMN_SQL \
+	"ALTER TABLE eventsourced_nats.relays ADD COLUMN IF NOT EXISTS" \
+	" snapshot_change bigint NOT NULL DEFAULT 0 CHECK (snapshot_change >= 0)"
 #define OWNED_SQL \
 	"SELECT n.nspowner = r.oid AND c.relowner = r.oid AND c.relkind = 'r'" \
 	" FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid," \
@@ -90,8 +99,8 @@ store_query(PGconn *conn, const char *what, const char *sql,
 }
 
 /* Runs one statement and returns its one text value (malloc'ed), or NULL. */
-static char *
-query_value(PGconn *conn, const char *what, const char *sql,
+char *
+store_query_value(PGconn *conn, const char *what, const char *sql,
 			int nparams, const char *const *params)
 {
 	PGresult   *res = store_query(conn, what, sql, nparams, params, 0);
@@ -141,8 +150,8 @@ store_open(const char *conninfo, const char *name)
 }
 
 /* Runs a statement whose result does not matter beyond success. */
-static bool
-run_command(PGconn *conn, const char *what, const char *sql,
+bool
+store_run(PGconn *conn, const char *what, const char *sql,
 			int nparams, const char *const *params)
 {
 	PGresult   *res = store_query(conn, what, sql, nparams, params, 0);
@@ -155,11 +164,11 @@ run_command(PGconn *conn, const char *what, const char *sql,
 static bool
 create_if(PGconn *conn, const char *what, const char *missing_sql, const char *create_sql)
 {
-	char	   *missing = query_value(conn, what, missing_sql, 0, NULL);
+	char	   *missing = store_query_value(conn, what, missing_sql, 0, NULL);
 	bool		ok = missing != NULL;
 
 	if (ok && strcmp(missing, "t") == 0)
-		ok = run_command(conn, what, create_sql, 0, NULL);
+		ok = store_run(conn, what, create_sql, 0, NULL);
 	free(missing);
 	return ok;
 }
@@ -180,7 +189,7 @@ prepare_table(PGconn *conn)
 				   CREATE_SCHEMA_SQL) ||
 		!create_if(conn, "creating eventsourced_nats.relays", TABLE_MISSING_SQL, CREATE_SQL))
 		return false;
-	owned = query_value(conn, "checking eventsourced_nats.relays", OWNED_SQL, 0, NULL);
+	owned = store_query_value(conn, "checking eventsourced_nats.relays", OWNED_SQL, 0, NULL);
 	if (owned && strcmp(owned, "t") != 0)
 	{
 		fprintf(stderr, PROGRAM_NAME ": schema eventsourced_nats and its table relays must"
@@ -188,7 +197,8 @@ prepare_table(PGconn *conn)
 		exit(EXIT_FAILURE);
 	}
 	free(owned);
-	return owned != NULL;
+	return owned != NULL &&
+		create_if(conn, "adding the snapshot checkpoint", COLUMN_MISSING_SQL, ADD_COLUMN_SQL);
 }
 
 /* Takes the name's lock: a second relay of the same name waits and retries. */
@@ -196,7 +206,7 @@ static bool
 lock_name(Relay *r)
 {
 	const char *params[] = {r->opt.name};
-	char	   *locked = query_value(r->store.conn, "locking the relay's name",
+	char	   *locked = store_query_value(r->store.conn, "locking the relay's name",
 									 LOCK_SQL, 1, params);
 	bool		ok = locked && strcmp(locked, "t") == 0;
 
@@ -219,7 +229,7 @@ load_checkpoint(Relay *r)
 	PGresult   *res;
 	Outcome		outcome = OUTCOME_RETRY;
 
-	if (!run_command(r->store.conn, "creating the checkpoint", INSERT_SQL, 3, params))
+	if (!store_run(r->store.conn, "creating the checkpoint", INSERT_SQL, 3, params))
 		return OUTCOME_RETRY;
 	res = store_query(r->store.conn, "loading the checkpoint", LOAD_SQL, 3, params, 0);
 	if (res == NULL || PQntuples(res) != 1)
@@ -254,7 +264,7 @@ store_connect(Relay *r)
 	r->store.conn = store_open(r->opt.source, r->opt.name);
 	if (r->store.conn == NULL || !prepare_table(r->store.conn) || !lock_name(r))
 		return false;
-	id = query_value(r->store.conn, "reading the system identifier", STORE_ID_SQL, 0, NULL);
+	id = store_query_value(r->store.conn, "reading the system identifier", STORE_ID_SQL, 0, NULL);
 	if (id == NULL)
 		return false;
 	snprintf(r->store.store_id, sizeof(r->store.store_id), "%s", id);
@@ -263,7 +273,7 @@ store_connect(Relay *r)
 	if (loaded == OUTCOME_FATAL)
 		exit(EXIT_FAILURE);
 	return loaded == OUTCOME_OK &&
-		run_command(r->store.conn, "listening", "LISTEN " NOTIFY_CHANNEL, 0, NULL);
+		store_run(r->store.conn, "listening", "LISTEN " NOTIFY_CHANNEL, 0, NULL);
 }
 
 /* Drops the connection, and with it the name's lock. */
@@ -304,7 +314,7 @@ store_save_checkpoint(Relay *r, int64_t position)
 	const char *params[] = {r->opt.name, text};
 
 	snprintf(text, sizeof(text), "%lld", (long long) position);
-	if (!run_command(r->store.conn, "saving the checkpoint", SAVE_SQL, 2, params))
+	if (!store_run(r->store.conn, "saving the checkpoint", SAVE_SQL, 2, params))
 		return false;
 	r->store.checkpoint = position;
 	return true;
@@ -359,7 +369,7 @@ store_idle(Relay *r, bool empty_page)
 int64_t
 store_feed_end(Relay *r)
 {
-	char	   *end = query_value(r->store.conn, "reading the feed's end", FEED_END_SQL, 0, NULL);
+	char	   *end = store_query_value(r->store.conn, "reading the feed's end", FEED_END_SQL, 0, NULL);
 	int64_t		value = end ? strtoll(end, NULL, 10) : -1;
 
 	free(end);

@@ -63,6 +63,8 @@ set_security(natsOptions *o, const Options *opt)
 
 	if (opt->creds)
 		s = natsOptions_SetUserCredentialsFromFiles(o, opt->creds, NULL);
+	if (s == NATS_OK && opt->nkey)
+		s = natsOptions_SetNKeyFromSeed(o, opt->nkey, opt->nkey_seed);
 	if (s == NATS_OK && opt->tls)
 		s = natsOptions_SetSecure(o, true);
 	if (s == NATS_OK && opt->tls_ca)
@@ -102,6 +104,35 @@ make_options(natsOptions **o, const Options *opt, bool send_asap)
 	return s;
 }
 
+/*
+ * The --nats URLs as the relay's messages show them: user and password
+ * (nats://user:password@host) left out.
+ */
+static void
+print_urls(FILE *out, const char *urls)
+{
+	bool		hidden = false;
+
+	for (const char *u = urls; *u;)
+	{
+		const char *end = u + strcspn(u, ",");
+		const char *at = memchr(u, '@', end - u);
+		const char *scheme = strstr(u, "://");
+		int			head = scheme && scheme < end ? (int) (scheme + 3 - u) : 0;
+
+		if (at)
+			fprintf(out, "%.*s%.*s", head, u, (int) (end - at - 1), at + 1);
+		else
+			fprintf(out, "%.*s", (int) (end - u), u);
+		hidden |= at != NULL;
+		if (*end == ',')
+			fputc(',', out);
+		u = *end ? end + 1 : end;
+	}
+	if (hidden)
+		fprintf(out, " (user and password hidden)");
+}
+
 /* Opens a connection to NATS with the relay's options; reports a failure. */
 natsConnection *
 stream_open_connection(const Relay *r, bool send_asap)
@@ -114,8 +145,11 @@ stream_open_connection(const Relay *r, bool send_asap)
 		s = natsConnection_Connect(&nc, o);
 	natsOptions_Destroy(o);
 	if (s != NATS_OK)
-		fprintf(stderr, PROGRAM_NAME ": cannot connect to nats-server at %s: %s\n",
-				r->opt.nats_url, natsStatus_GetText(s));
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot connect to nats-server at ");
+		print_urls(stderr, r->opt.nats_url);
+		fprintf(stderr, ": %s\n", natsStatus_GetText(s));
+	}
 	return nc;
 }
 

@@ -39,7 +39,7 @@ es_catalog_has(Oid relid)
 	const Oid	cached[] = {
 		cache.events, cache.events_pkey, cache.events_position_key,
 		cache.events_type_position_idx, cache.events_event_id_key, cache.position_seq, cache.snapshots,
-		cache.snapshots_pkey, cache.projection_state, cache.projection_state_pkey,
+		cache.snapshots_pkey, cache.snapshots_change_key, cache.projection_state, cache.projection_state_pkey,
 		cache.protobuf_descriptors, cache.protobuf_descriptors_pkey,
 		cache.entity_types, cache.entity_types_pkey, cache.commands, cache.commands_pkey,
 		cache.entity_states, cache.entity_states_pkey, cache.snapshot_generations,
@@ -165,6 +165,8 @@ es_catalog(void)
 	cache.position_seq = es_lookup(nsp, "events_position_seq");
 	cache.snapshots = es_lookup(nsp, "snapshots");
 	cache.snapshots_pkey = es_lookup(nsp, "snapshots_pkey");
+	/* snapshot changes came with 0.5.0 */
+	cache.snapshots_change_key = get_relname_relid("snapshots_change_key", nsp);
 	cache.projection_state = es_lookup(nsp, "projection_state");
 	cache.projection_state_pkey = es_lookup(nsp, "projection_state_pkey");
 	cache.protobuf_descriptors = es_lookup(nsp, "protobuf_descriptors");

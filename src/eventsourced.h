@@ -59,7 +59,9 @@
 #define Anum_es_snapshots_state			4
 #define Anum_es_snapshots_recorded_at	5
 #define Anum_es_snapshots_state_bytes	6
-#define Natts_es_snapshots				6
+#define Anum_es_snapshots_change		7	/* from 0.5.0 on */
+#define Natts_es_snapshots				7
+#define Natts_es_snapshots_v040			6	/* before 0.5.0: no change column */
 
 /* Attribute numbers of eventsourced.entity_states */
 #define Anum_es_entity_states_seq_no		3
@@ -102,6 +104,7 @@ typedef struct EsCatalog
 	Oid			position_seq;
 	Oid			snapshots;
 	Oid			snapshots_pkey;
+	Oid			snapshots_change_key;	/* InvalidOid before 0.5.0 */
 	Oid			projection_state;
 	Oid			projection_state_pkey;
 	Oid			protobuf_descriptors;
@@ -236,6 +239,7 @@ extern void es_save_command_snapshot(const EsEntity *entity, int64 seq_no, Datum
 extern bool es_load_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state);
 extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state,
 							  bool *binary);
+extern int	es_snapshots_natts(void);
 extern bool es_fetch_snapshot_as_caller(const EsEntity *entity, int64 *seq_no, Datum *state,
 										bool *binary);
 

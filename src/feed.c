@@ -38,6 +38,12 @@
  * behind a waiting reader.  The horizon is then just above the highest
  * position drawn.
  *
+ * From 0.5.0 on, snapshot writes draw positions too (their change numbers,
+ * snapchanges.c), and "the highest position" above is the higher of the
+ * position index's and the snapshot change index's: the same argument then
+ * holds for both, and for a reader of either, a position drawn by the other
+ * is only a gap.
+ *
  * Transactions that appended cannot be prepared (two-phase commit): the
  * horizon would be held by a transaction no backend owns any more.
  */
@@ -146,7 +152,7 @@ es_feed_xact_callback(XactEvent event, void *arg)
 		case XACT_EVENT_PRE_PREPARE:
 			ereport(ERROR,
 					(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
-					 errmsg("cannot PREPARE a transaction that appended events"),
+					 errmsg("cannot PREPARE a transaction that appended events or saved snapshots"),
 					 errdetail("A prepared transaction would hold back the event feed with no backend to release it.")));
 			break;
 		case XACT_EVENT_COMMIT:
@@ -238,13 +244,12 @@ es_feed_draw_position(Oid seqoid)
 	return pos;
 }
 
-/* The highest position in the position index, committed or not (0 if none) */
+/* The highest key of a bigint-keyed unique index, committed or not (0 if none) */
 static int64
-es_feed_max_position(void)
+es_feed_index_max(Oid heapid, Oid indexid)
 {
-	const EsCatalog *cat = es_catalog();
-	Relation	heap = table_open(cat->events, AccessShareLock);
-	Relation	index = index_open(cat->events_position_key, AccessShareLock);
+	Relation	heap = table_open(heapid, AccessShareLock);
+	Relation	index = index_open(indexid, AccessShareLock);
 	IndexScanDesc scan;
 	int64		max = 0;
 
@@ -262,6 +267,22 @@ es_feed_max_position(void)
 	index_endscan(scan);
 	index_close(index, AccessShareLock);
 	table_close(heap, AccessShareLock);
+	return max;
+}
+
+/*
+ * The highest position drawn and written, committed or not (0 if none):
+ * of the events, and from 0.5.0 on of the snapshot changes, which draw
+ * from the same positions (snapchanges.c).
+ */
+static int64
+es_feed_max_position(void)
+{
+	const EsCatalog *cat = es_catalog();
+	int64		max = es_feed_index_max(cat->events, cat->events_position_key);
+
+	if (OidIsValid(cat->snapshots_change_key))
+		max = Max(max, es_feed_index_max(cat->snapshots, cat->snapshots_change_key));
 	return max;
 }
 

@@ -6,7 +6,10 @@
  * one.  The state is JSON (column state) or bytes (column state_bytes).
  * Writes go directly into the table and its indexes (write.c), as the
  * events do, under the entity lock that every writer of a snapshot row
- * holds; callers need only EXECUTE on save_snapshot().
+ * holds; callers need only EXECUTE on save_snapshot().  From 0.5.0 on,
+ * each write draws a change number from the event positions (feed.c), so
+ * that snapshot_changes() can follow them without skipping one
+ * (snapchanges.c); a snapshot not written (a newer one is kept) draws none.
  */
 #include "eventsourced.h"
 
@@ -25,10 +28,21 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-/* The column types of eventsourced.snapshots, which is written directly */
+/*
+ * The column types of eventsourced.snapshots, which is written directly;
+ * before 0.5.0 the table has the first Natts_es_snapshots_v040 of them.
+ */
 static const Oid es_snapshots_types[Natts_es_snapshots] = {
-	TEXTOID, TEXTOID, INT8OID, JSONBOID, TIMESTAMPTZOID, BYTEAOID
+	TEXTOID, TEXTOID, INT8OID, JSONBOID, TIMESTAMPTZOID, BYTEAOID, INT8OID
 };
+
+/* How many columns the snapshots table has in this database's version */
+int
+es_snapshots_natts(void)
+{
+	return OidIsValid(es_catalog()->snapshots_change_key) ? Natts_es_snapshots
+		: Natts_es_snapshots_v040;
+}
 
 /* The column types of eventsourced.snapshot_generations */
 static const Oid es_snapshot_generations_types[Natts_es_snapshot_generations] = {
@@ -68,7 +82,7 @@ es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 	bool		isnull;
 	bool		newer;
 
-	old = es_open_entity_row(&w, cat->snapshots, cat->snapshots_pkey, Natts_es_snapshots,
+	old = es_open_entity_row(&w, cat->snapshots, cat->snapshots_pkey, es_snapshots_natts(),
 							 es_snapshots_types, entity);
 	newer = old != NULL &&
 		DatumGetInt64(slot_getattr(old, Anum_es_snapshots_seq_no, &isnull)) > seq_no;
@@ -82,6 +96,9 @@ es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 			TimestampTzGetDatum(GetCurrentTransactionStartTimestamp());
 		slot->tts_values[Anum_es_snapshots_state_bytes - 1] = binary ? state : (Datum) 0;
 		slot->tts_isnull[Anum_es_snapshots_state_bytes - 1] = !binary;
+		if (es_snapshots_natts() == Natts_es_snapshots)
+			slot->tts_values[Anum_es_snapshots_change - 1] =
+				Int64GetDatum(es_feed_draw_position(cat->position_seq));
 		ExecStoreVirtualTuple(slot);
 		es_table_put(&w, old, slot);
 	}
@@ -173,7 +190,7 @@ es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *state, bool *bin
 	bool		nulls[Natts_es_snapshots];
 
 	es_entity_scankeys(keys, entity);
-	if (!es_fetch_by_key(cat->snapshots, cat->snapshots_pkey, keys, 2, Natts_es_snapshots,
+	if (!es_fetch_by_key(cat->snapshots, cat->snapshots_pkey, keys, 2, es_snapshots_natts(),
 						 values, nulls, NULL))
 		return false;
 	*seq_no = DatumGetInt64(values[Anum_es_snapshots_seq_no - 1]);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 9 (test/run fails when a different number of checks ran)
+# checks: 10 (test/run fails when a different number of checks ran)
 # pg_dump of a database and a restore into a fresh one keep every event and
 # snapshot, and the restored store goes on appending.  Uses PGHOST/PGPORT/PGUSER.
 set -u
@@ -41,3 +41,7 @@ check "immutability holds after restore" \
       "$(q $dst "DELETE FROM eventsourced.events" 2>&1 | grep -c 'events are immutable')" "1"
 check "snapshot loads after restore" \
       "$(q $dst "SELECT seq_no || ' ' || state FROM eventsourced.load_snapshot('acct', 'a1')")" '2 {"balance": 10}'
+maxchange=$(q $dst "SELECT max(change) FROM eventsourced.snapshots")
+q $dst "SELECT eventsourced.save_snapshot('acct', 'a1', 3, '{\"balance\": 7}')" >/dev/null
+check "snapshot changes keep their numbers and go on above them after restore" \
+      "$(q $dst "SELECT string_agg(seq_no::text, ' ') FROM eventsourced.snapshot_changes($maxchange, 10)")" "3"

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 27 (test/run fails when a different number of checks ran)
+# checks: 39 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -74,6 +74,51 @@ wait_caught_up() {
     return 1
 }
 
+# Waits (at most 60 s) until NAME's snapshot checkpoint reaches the last snapshot change.
+wait_snapshots() {
+    for _ in $(seq 600); do
+        [ "$(q "SELECT (SELECT snapshot_change FROM eventsourced_nats.relays WHERE name = '$1')
+                    >= (SELECT coalesce(max(change), 0) FROM eventsourced.snapshots)")" = t ] && return 0
+        sleep 0.1
+    done
+    return 1
+}
+# The snapshots in NATS KV as an independent reader sees them: one line
+# "bucket TAB key TAB value in hex" per key whose value protoc decodes as
+# the Snapshot message of proto/eventsourced.proto; "undecodable" otherwise.
+proto=(-I"$root/proto" "$root/proto/eventsourced.proto")
+kv_snapshots() {
+    local bucket subject hex
+    for bucket in $(q "SELECT DISTINCT 'snapshots_' || esc_bucket(entity_type) FROM eventsourced.snapshots"); do
+        "$work/consumer" "$nurl" "KV_$bucket" | awk -F'\t' '$2 != "deleted" { print $2 "\t" $9 }' |
+        while IFS=$'\t' read -r subject hex; do
+            if printf '%s' "$hex" | xxd -r -p | protoc --decode=eventsourced.Snapshot "${proto[@]}" 2>/dev/null |
+               grep -q '^seq_no: [0-9]'; then
+                printf '%s\t%s\t%s\n' "$bucket" "${subject#"\$KV.$bucket."}" "$hex"
+            else
+                printf 'undecodable\t%s\n' "$subject"
+            fi
+        done
+    done | sort
+}
+# What KV should hold for the store's snapshots: Snapshot messages encoded
+# by protoc, seq_no = the stream sequence of the covered event (from the
+# independent reader's dump of the stream, file $1).
+kv_expected() {
+    local bucket key position state seq
+    q "SELECT 'snapshots_' || esc_bucket(s.entity_type), esc_key(s.entity_id), e.position,
+              (SELECT string_agg('\\' || (b >> 6) || ((b >> 3) & 7) || (b & 7), '' ORDER BY i)
+                 FROM (SELECT i, get_byte(st, i) AS b FROM generate_series(0, octet_length(st) - 1) i) x)
+         FROM eventsourced.snapshots s
+         JOIN eventsourced.events e USING (entity_type, entity_id, seq_no),
+              LATERAL (SELECT coalesce(s.state_bytes, convert_to(s.state::text, 'UTF8')) AS st) t" |
+    while IFS='|' read -r bucket key position state; do
+        seq=$(awk -F'\t' -v p="$position" '$4 == p { print $1 }' "$1")
+        printf '%s\t%s\t%s\n' "$bucket" "$key" \
+            "$(printf 'seq_no: %s state: "%s"' "${seq:-0}" "$state" | protoc --encode=eventsourced.Snapshot "${proto[@]}" | xxd -p | tr -d '\n')"
+    done | sort
+}
+
 make -s -C "$root/nats" >/dev/null || { echo "not ok - the relay builds"; exit 1; }
 gcc -O2 -o "$work/consumer" "$root/test/nats/consumer.c" -lnats ||
     { echo "not ok - the consumer builds"; exit 1; }
@@ -96,7 +141,7 @@ check "a stream name that is not a subject token is refused" "$?:$(grep -c 'must
 q "SELECT eventsourced.append('cart', repeat(' ', 1024), 0, 'Long', '{}')" >/dev/null
 
 # nats-server down at start: the relay says so and retries with backoff.
-relay_start "$work/relay.log" --name main
+relay_start "$work/relay.log" --name main --snapshots
 sleep 1.5
 check "with nats-server down the relay says so and retries with backoff" \
     "$(grep -c "cannot connect to nats-server at $nurl" "$work/relay.log" | awk '$1 >= 2 {print "yes"}'):$(grep -c 'retrying in 200 ms' "$work/relay.log")" "yes:1"
@@ -116,6 +161,12 @@ SELECT eventsourced.append('order', 'o$w.' || ($i % 5), NULL, ARRAY[
 SELECT eventsourced.append('odd type.*>', 'x y $w' || ($i % 3), NULL, 'E', '[1, "é"]');
 SELECT eventsourced.append_binary('bin', 'b$w', NULL, 'Chunk', ('\\x00ff0d0a' || lpad(to_hex($i), 8, '0'))::bytea);
 SELECT eventsourced.append_pb(pb_batch('p$w-' || ($i % 4), ('\\x' || lpad(to_hex($i), 8, '0'))::bytea), NULL);
+SELECT eventsourced.save_snapshot('cart', 'c$w-' || ($i % 7), eventsourced.last_seq_no('cart', 'c$w-' || ($i % 7)),
+                                  jsonb_build_object('w', $w, 'i', $i));
+SELECT eventsourced.save_snapshot('odd type.*>', 'x y $w' || ($i % 3), eventsourced.last_seq_no('odd type.*>', 'x y $w' || ($i % 3)),
+                                  '"é"');
+SELECT eventsourced.save_snapshot_bytes('bin', 'b$w', eventsourced.last_seq_no('bin', 'b$w') - ($i % 2), ('\\x00' || lpad(to_hex($i), 8, '0'))::bytea)
+ WHERE eventsourced.last_seq_no('bin', 'b$w') > 1;
 SQL
     done
 }
@@ -124,14 +175,14 @@ wpids=$(jobs -p | grep -v -x -e "$relay_pid" -e "$nats_pid")
 
 sleep 1.5
 relay_kill9
-relay_start "$work/relay.log" --name main
+relay_start "$work/relay.log" --name main --snapshots
 sleep 1.5
 nats_stop
 sleep 0.5
 nats_start || echo "# nats-server did not start again"
 sleep 1.5
 relay_kill9
-relay_start "$work/relay.log" --name main
+relay_start "$work/relay.log" --name main --snapshots
 sleep 1.5
 es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/pg/data" -m fast -w restart >/dev/null
 sleep 1.5
@@ -149,6 +200,8 @@ relay_pid=$relay_first
 
 wait_caught_up main
 check "the relay catches up: its checkpoint reaches the feed's end" "$?" "0"
+wait_snapshots main
+check "the relay mirrors every snapshot change: its snapshot checkpoint reaches the last change" "$?" "0"
 kill "$relay_pid"
 wait "$relay_pid"
 check "the relay stops cleanly on SIGTERM" "$?" "0"
@@ -187,6 +240,55 @@ check "per subject the messages come in seq_no order" \
     "$(awk -F'\t' '{ if (($1 in last) && $4 != last[$1] + 1) bad++; last[$1] = $4 } END { print bad + 0 }' "$work/stream.txt")" "0"
 check "a type and ids that are not subject tokens are escaped" \
     "$(grep -c '^events\.odd%20type%2E%2A%3E\.x%20y%20' "$work/stream.txt" | awk '$1 > 0 {print "yes"}'):$(grep -c $'\tSh%20ipped%2A\t' "$work/stream.txt" | awk '$1 > 0 {print "yes"}')" "yes:yes"
+
+# Snapshots: each in its type's bucket under its id, escaped as documented,
+# a Snapshot whose seq_no is the stream sequence of the event it covers.
+q "CREATE FUNCTION esc_with(t text, plain text, e text) RETURNS text LANGUAGE sql AS \$\$
+     SELECT string_agg(CASE WHEN chr(b) ~ plain AND b < 128 THEN chr(b)
+                       ELSE e || upper(lpad(to_hex(b), 2, '0')) END, '' ORDER BY i)
+       FROM (SELECT i, get_byte(convert_to(t, 'UTF8'), i) AS b
+               FROM generate_series(0, octet_length(t) - 1) i) s \$\$;
+   CREATE FUNCTION esc_bucket(t text) RETURNS text LANGUAGE sql RETURN esc_with(t, '^[A-Za-z0-9-]\$', '_');
+   CREATE FUNCTION esc_key(t text) RETURNS text LANGUAGE sql RETURN esc_with(t, '^[A-Za-z0-9_/-]\$', '=')" >/dev/null
+"$work/consumer" "$nurl" events >"$work/stream_seq.txt"
+kv_snapshots >"$work/kv.txt"
+kv_expected "$work/stream_seq.txt" >"$work/kv_expected.txt"
+echo "# $(wc -l <"$work/kv_expected.txt") snapshots in the store, $(wc -l <"$work/kv.txt") keys in KV; e.g.:"
+head -2 "$work/kv.txt" | sed 's/^/#   /'
+check "every snapshot decodes with protoc as Snapshot, in its type's bucket under its id (escaped)" \
+    "$(grep -c '^undecodable' "$work/kv.txt"):$(cut -f1,2 "$work/kv.txt" | tr '\n' ' ')" \
+    "0:$(cut -f1,2 "$work/kv_expected.txt" | tr '\n' ' ')"
+check "each KV snapshot's seq_no is the stream sequence of the event it covers, its state the store's" \
+    "$(cmp -s "$work/kv.txt" "$work/kv_expected.txt" && [ "$(wc -l <"$work/kv.txt")" -gt 10 ] && echo same)" "same"
+diff "$work/kv.txt" "$work/kv_expected.txt" | head -4 | sed 's/^/# /'
+check "a binary snapshot of an event before the entity's last was mirrored too (binary search)" \
+    "$(q "SELECT count(*) > 0 FROM eventsourced.snapshots s WHERE state_bytes IS NOT NULL
+            AND seq_no < eventsourced.last_seq_no(entity_type, entity_id)")" "t"
+
+# Snapshots saved while the relay is down (killed mid-mirror) arrive after
+# its restart; a checkpoint moved back only puts the same values again.
+relay_start "$work/late.log" --name main --snapshots
+q "SELECT eventsourced.append('cart', 'late' || i, 0, 'E', '{}'),
+          eventsourced.save_snapshot('cart', 'late' || i, 1, jsonb_build_object('late', i))
+     FROM generate_series(1, 300) i" >/dev/null
+sleep 0.3
+relay_kill9
+q "SELECT eventsourced.save_snapshot('cart', 'late' || i, eventsourced.append('cart', 'late' || i, 1, 'E', '{}'),
+                                     jsonb_build_object('later', i))
+     FROM generate_series(1, 300, 7) i" >/dev/null
+mirrored=$(q "SELECT snapshot_change FROM eventsourced_nats.relays WHERE name = 'main'")
+relay_start "$work/late.log" --name main --snapshots
+wait_caught_up main && wait_snapshots main
+check "snapshots saved while the relay was killed arrive after its restart" \
+    "$?:$(q "SELECT count(*) > 0 FROM eventsourced.snapshots WHERE change > $mirrored")" "0:t"
+kill "$relay_pid"
+wait "$relay_pid"
+"$work/consumer" "$nurl" events >"$work/stream_seq.txt"
+kv_snapshots >"$work/kv.txt"
+kv_expected "$work/stream_seq.txt" >"$work/kv_expected.txt"
+check "after kill -9 mid-mirror KV holds every snapshot as the store does" \
+    "$(cmp -s "$work/kv.txt" "$work/kv_expected.txt" && [ "$(wc -l <"$work/kv.txt")" -gt 300 ] && echo same)" "same"
+diff "$work/kv.txt" "$work/kv_expected.txt" | head -4 | sed 's/^/# /'
 
 # Another --types under the same name is refused; another relay name on
 # the same stream finds a last message that is not its own.
@@ -240,8 +342,24 @@ check "a name escaped in another spelling (%73 for s, lower-case hex) is refused
     "$(req 'commands.acct.a%20nat%73.Deposit' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2c.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
 check "a subject without entity type, id and command, or with a bad escape, gets an error reply" \
     "$(req 'commands.acct.only' '{}' | grep -c '"sqlstate": "22023"'):$(req 'commands.acct.a%2.Deposit' '{}' | grep -c '"sqlstate": "22023"')" "1:1"
+# The database restarts under the serving relay: the next command runs.
+es_as_owner "$ES_PGBIN/pg_ctl" -D "$work/pg/data" -m fast -w restart >/dev/null
+check "after a database restart the next command over NATS runs (the relay reconnects first)" \
+    "$(req 'commands.acct.a%20nats.Deposit' '{"n": 2}' | grep -c '"accepted" *: *true')" "1"
 kill "$relay_pid"
 wait "$relay_pid"
+
+# A snapshot larger than max_payload is skipped with a message naming its
+# change; the relay goes on with the next one.
+q "SELECT eventsourced.append('cart', 'huge-snap', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot_bytes('cart', 'huge-snap', 1, decode(repeat('ab', 1100000), 'hex'));
+   SELECT eventsourced.append('cart', 'after-huge', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot('cart', 'after-huge', 1, '{\"ok\": 1}')" >/dev/null
+huge=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_id = 'huge-snap'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name main --snapshots --exit-when-idle >"$work/huge.log" 2>&1
+check "a snapshot larger than max_payload is skipped, named; the next one is mirrored" \
+    "$?:$(grep -c "skipping snapshot change $huge: its value takes" "$work/huge.log"):$("$work/consumer" "$nurl" KV_snapshots_cart | grep -c $'\t\\$KV.snapshots_cart.after-huge\t'):$(q "SELECT snapshot_change = (SELECT max(change) FROM eventsourced.snapshots) FROM eventsourced_nats.relays WHERE name = 'main'")" \
+    "0:1:1:t"
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
@@ -258,13 +376,16 @@ q "CREATE ROLE es_nats_relay LOGIN; CREATE ROLE es_nats_other LOGIN;
    GRANT USAGE ON SCHEMA eventsourced TO es_nats_relay, es_nats_other;
    GRANT SELECT ON eventsourced.events TO es_nats_relay, es_nats_other;
    GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer) TO es_nats_relay, es_nats_other;
+   GRANT SELECT ON eventsourced.snapshots TO es_nats_relay;
+   GRANT EXECUTE ON FUNCTION eventsourced.snapshot_changes(bigint, integer) TO es_nats_relay;
    ALTER SCHEMA eventsourced_nats RENAME TO eventsourced_nats_super;
    CREATE SCHEMA eventsourced_nats AUTHORIZATION es_nats_relay" >/dev/null
 lp="host=$work/pg port=$pgport user=es_nats_relay dbname=$db"
-"$relay_bin" --source "$lp" --nats "$nurl" --name lp --stream lp --types cart --exit-when-idle -v >"$work/lp.log" 2>&1
-check "the relay runs with the documented grants and publishes up to the feed's end" \
-    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'lp'")" \
-    "0:$(q "SELECT max(position) FROM eventsourced.events")"
+"$relay_bin" --source "$lp" --nats "$nurl" --name lp --stream lp --types cart --snapshots \
+    --exit-when-idle -v >"$work/lp.log" 2>&1
+check "the relay runs with the documented grants and publishes up to the feed's end (with --snapshots)" \
+    "$?:$(q "SELECT position || ' ' || snapshot_change FROM eventsourced_nats.relays WHERE name = 'lp'")" \
+    "0:$(q "SELECT max(position) FROM eventsourced.events") $(q "SELECT max(change) FROM eventsourced.snapshots")"
 show "$work/lp.log" 8
 check "with --types only those types' events are published, each once, in feed order" \
     "$("$work/consumer" "$nurl" lp | cut -f4 | tr '\n' ' ')" \
@@ -276,6 +397,15 @@ check "a checkpoint schema of another role is refused" \
 show "$work/other_role.log" 6
 q "SET client_min_messages = warning; DROP SCHEMA eventsourced_nats CASCADE; ALTER SCHEMA eventsourced_nats_super RENAME TO eventsourced_nats;
    DROP OWNED BY es_nats_relay, es_nats_other; DROP ROLE es_nats_relay, es_nats_other" >/dev/null
+
+# --snapshots on a store still at 0.4.0 is refused with the update to run.
+createdb -h "$work/pg" -p $pgport -U postgres es_nats_040
+psql -X -q -h "$work/pg" -p $pgport -U postgres -d es_nats_040 \
+     -c "CREATE EXTENSION eventsourced VERSION '0.4.0'" -c "SELECT eventsourced.append('cart', 'c', 0, 'E', '{}')" >/dev/null
+timeout 30 "$relay_bin" --source "host=$work/pg port=$pgport user=postgres dbname=es_nats_040" --nats "$nurl" \
+    --name v040 --stream v040 --snapshots --exit-when-idle >"$work/v040.log" 2>&1
+check "--snapshots on a 0.4.0 store is refused, naming the update" \
+    "$?:$(grep -c 'run ALTER EXTENSION eventsourced UPDATE' "$work/v040.log")" "1:1"
 
 # A subject longer than nats-server's control line allows stops the relay,
 # naming the event's position.
@@ -296,6 +426,49 @@ sysid=$(q "SELECT s.system_identifier || '-' || d.oid FROM pg_control_system() s
 "$relay_bin" --source "$src" --nats "$nurl" --name main --exit-when-idle >"$work/ahead.log" 2>&1
 check "a stream ahead of the store's feed is refused" \
     "$?:$(grep -c 'holds events up to position 999999999, but the store' "$work/ahead.log")" "1:1"
+
+# NATS authentication: a user with a password (in the URL, as libnats
+# takes it) and a user NKey (--nkey, --nkey-seed; the pair made here with
+# openssl and the NKey encoding: base32 of prefix, key and CRC-16).  A
+# JWT credentials file (--creds) needs an operator set-up (nsc), which this
+# test cannot make.
+nkey_encode() {   # nkey_encode PREFIX-BYTES-HEX KEY-FILE(DER, key in the last 32 bytes)
+    perl -e 'my ($p, $f) = @ARGV; open my $h, "<:raw", $f or die; local $/; my $der = <$h>;
+        my $raw = pack("H*", $p) . substr($der, -32); my $crc = 0;
+        for my $b (unpack "C*", $raw) { $crc ^= $b << 8;
+            for (1 .. 8) { $crc = $crc & 0x8000 ? (($crc << 1) ^ 0x1021) & 0xFFFF : ($crc << 1) & 0xFFFF } }
+        my $bits = unpack "B*", $raw . pack("v", $crc); $bits .= "0" x ((5 - length($bits) % 5) % 5);
+        print join "", map { substr("ABCDEFGHIJKLMNOPQRSTUVWXYZ234567", oct("0b$_"), 1) } $bits =~ /(.{5})/g' "$1" "$2"
+}
+openssl genpkey -algorithm ed25519 -outform DER -out "$work/nkey.der" 2>/dev/null &&
+openssl pkey -inform DER -in "$work/nkey.der" -pubout -outform DER -out "$work/nkey_pub.der" 2>/dev/null ||
+    echo "# openssl could not make an ed25519 key"
+nkey_pub=$(nkey_encode a0 "$work/nkey_pub.der")       # U...: a user's public key
+nkey_encode 9500 "$work/nkey.der" >"$work/nkey.seed"   # SU...: its seed
+chmod 600 "$work/nkey.seed"
+cat >"$work/auth.conf" <<CONF
+listen: 127.0.0.1:$nport
+jetstream { store_dir: "$work/js" }
+authorization { users = [ { user: relay, password: "s3cret" }, { nkey: $nkey_pub } ] }
+CONF
+nats_stop
+nats-server -c "$work/auth.conf" >>"$work/nats.log" 2>&1 &
+nats_pid=$!
+for _ in $(seq 50); do grep -q "Server is ready" "$work/nats.log" && break; sleep 0.1; done
+feed_end=$(q "SELECT max(position) FROM eventsourced.events")
+timeout 30 "$relay_bin" --source "$src" --nats "nats://relay:s3cret@127.0.0.1:$nport" --name auth1 \
+    --stream auth1 --types cart --exit-when-idle >"$work/auth1.log" 2>&1
+check "with a user and password in the URL the relay publishes" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth1'")" "0:$feed_end"
+timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name auth2 --stream auth2 \
+    --types cart --nkey "$nkey_pub" --nkey-seed "$work/nkey.seed" --exit-when-idle >"$work/auth2.log" 2>&1
+check "with --nkey and --nkey-seed the relay publishes" \
+    "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth2'")" "0:$feed_end"
+timeout 3 "$relay_bin" --source "$src" --nats "nats://relay:wrong@127.0.0.1:$nport" --name auth3 \
+    --stream auth3 --exit-when-idle >"$work/auth3.log" 2>&1
+check "a wrong password is refused by nats-server, and retried; the password is not shown" \
+    "$?:$(grep -c 'cannot connect to nats-server at nats://127.0.0.1:[0-9]* (user and password hidden): Authentication Violation' "$work/auth3.log" | awk '$1 >= 1 {print "yes"}')" "124:yes"
+show "$work/auth3.log" 2
 
 # TLS: nats-server again, with a certificate of a CA made here.  The relay
 # connects with --tls-ca, and refuses the server without it.

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 34 (test/run fails when a different number of checks ran)
+# checks: 36 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
 # 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
 # keep working, registrations get the extension's owner.  From 0.2.0 to
@@ -155,6 +155,10 @@ check "an upgraded projection stops and starts, and readers resume at feed_check
 # appends go on.
 state="SELECT string_agg(entity_type || '/' || entity_id || ' ' || seq_no, ',' ORDER BY entity_type, entity_id)
          FROM eventsourced.snapshots"
+q "SELECT eventsourced.save_snapshot('acc', 'a1', eventsourced.last_seq_no('acc', 'a1'), '{\"n\": -1}')" >/dev/null
+check "this library saves snapshots in a 0.4.0 store (no change column yet)" \
+      "$(q "SELECT seq_no = eventsourced.last_seq_no('acc', 'a1') AND state = '{\"n\": -1}'
+              FROM eventsourced.load_snapshot('acc', 'a1')")" "t"
 snap_before=$(q "$state")
 feeds_before=$(q "$feeds" $db2)
 q "SELECT eventsourced.handle_command('acc', 'a2', 'Add', '{\"n\": 2}', 'id-1')" >/dev/null
@@ -164,6 +168,10 @@ q "ALTER EXTENSION eventsourced UPDATE" $db2
 check "both stores update to 0.5.0" \
       "$(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'") $(q "SELECT extversion FROM pg_extension WHERE extname = 'eventsourced'" $db2)" "0.5.0 0.5.0"
 check "snapshots written by 0.4.0 are there after the 0.5.0 update" "$(q "$state")" "$snap_before"
+check "each snapshot written by 0.4.0 got a change number below the horizon, snapshot_changes returns each" \
+      "$(q "SELECT count(*) || ' ' || bool_and(change < eventsourced.feed_horizon())
+              || ' ' || (SELECT count(*) FROM eventsourced.snapshot_changes(0, 100000))
+              FROM eventsourced.snapshots")" "$(q "SELECT count(*) || ' true ' || count(*) FROM eventsourced.snapshots")"
 check "a command id used before the 0.5.0 update returns its first result" \
       "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a2', 'Add', '{\"n\": 5}', 'id-1')")" "$result_before"
 check "commands fold 0.4.0's events after the 0.5.0 update" \

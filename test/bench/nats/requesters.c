@@ -16,6 +16,7 @@
 #include <stdlib.h>
 #include <string.h>
 #include <time.h>
+#include <sys/resource.h>
 
 #include <nats/nats.h>
 #include "libpq-fe.h"
@@ -39,6 +40,16 @@ now(void)
 
 	clock_gettime(CLOCK_MONOTONIC, &ts);
 	return ts.tv_sec + ts.tv_nsec / 1e9;
+}
+
+/* CPU seconds this process used (user and system). */
+static double
+cpu_seconds(void)
+{
+	struct rusage ru;
+
+	getrusage(RUSAGE_SELF, &ru);
+	return ru.ru_utime.tv_sec + ru.ru_utime.tv_usec / 1e6 + ru.ru_stime.tv_sec + ru.ru_stime.tv_usec / 1e6;
 }
 
 /* One requester over NATS, with a connection of its own. */
@@ -137,5 +148,7 @@ main(int argc, char **argv)
 	if (failed > 0)
 		fprintf(stderr, "requesters: %ld failed\n", failed);
 	printf("%.0f\n", done / (now() - start));
+	if (getenv("REQUESTERS_CPU"))
+		fprintf(stderr, "requesters: %.0f us of CPU per command\n", cpu_seconds() * 1e6 / (done ? done : 1));
 	return 0;
 }

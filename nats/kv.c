@@ -1,0 +1,201 @@
+/*-------------------------------------------------------------------------
+ *
+ * kv.c
+ *		Snapshots into NATS KV, as the Rust library's NatsSnapshotStore
+ *		reads them.
+ *
+ * One bucket per entity type, snapshots_<type> (escaped, subject.c),
+ * created when missing (history 1, file storage), and bound once per run.
+ * The key is the entity id (escaped), the value a protobuf Snapshot
+ * { uint64 seq_no = 1; bytes state = 2; } whose seq_no is the stream
+ * sequence of the event the snapshot covers.  A put replaces the key's
+ * value, so putting the same snapshot again (after a crash) is harmless.
+ *
+ *-------------------------------------------------------------------------
+ */
+#include <inttypes.h>
+#include <stdint.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include "relay.h"
+
+#define BUCKET_PREFIX			"snapshots_"
+/* A protobuf varint takes at most 10 bytes. */
+#define VARINT_MAX_BYTES		10
+/* Snapshot's field keys: field 1 varint, field 2 length-delimited. */
+#define SNAPSHOT_SEQ_NO_KEY		0x08
+#define SNAPSHOT_STATE_KEY		0x12
+/* Bytes "$KV." and the dot after the bucket add to a key's subject. */
+#define KV_SUBJECT_OVERHEAD		5
+
+/* Appends a protobuf varint; returns the bytes written. */
+static size_t
+put_varint(unsigned char *out, uint64_t v)
+{
+	size_t		n = 0;
+
+	do
+	{
+		out[n++] = (unsigned char) ((v & 0x7F) | (v > 0x7F ? 0x80 : 0));
+		v >>= 7;
+	} while (v > 0);
+	return n;
+}
+
+/* Encodes Snapshot { seq_no, state } into a new buffer; its size in *len. */
+static unsigned char *
+encode_snapshot(uint64_t seq_no, const char *state, int state_len, size_t *len)
+{
+	unsigned char *buf = malloc(2 + 2 * VARINT_MAX_BYTES + (size_t) state_len);
+	size_t		n = 0;
+
+	if (buf == NULL)
+		return NULL;
+	buf[n++] = SNAPSHOT_SEQ_NO_KEY;
+	n += put_varint(buf + n, seq_no);
+	buf[n++] = SNAPSHOT_STATE_KEY;
+	n += put_varint(buf + n, (uint64_t) state_len);
+	memcpy(buf + n, state, state_len);
+	*len = n + (size_t) state_len;
+	return buf;
+}
+
+/* Binds to the bucket, creating it when missing; NULL on failure. */
+static kvStore *
+open_bucket(Relay *r, const char *name)
+{
+	kvStore    *kv = NULL;
+	natsStatus	s = js_KeyValue(&kv, r->stream.js, name);
+	kvConfig	cfg;
+
+	if (s == NATS_NOT_FOUND)
+	{
+		kvConfig_Init(&cfg);
+		cfg.Bucket = name;
+		cfg.History = 1;
+		cfg.StorageType = js_FileStorage;
+		s = js_CreateKeyValue(&kv, r->stream.js, &cfg);
+		if (s == NATS_OK)
+			fprintf(stderr, PROGRAM_NAME ": created KV bucket \"%s\"\n", name);
+	}
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot find or create KV bucket \"%s\": %s (%s)\n",
+				name, natsStatus_GetText(s), nats_GetLastError(NULL));
+		return NULL;
+	}
+	return kv;
+}
+
+/* The bucket name of an entity type (malloc'ed): snapshots_<escaped type>. */
+static char *
+bucket_name(const char *type, int type_len)
+{
+	char	   *escaped = escape_bucket(type, type_len);
+	size_t		size = strlen(BUCKET_PREFIX) + strlen(escaped) + 1;
+	char	   *name = malloc(size);
+
+	snprintf(name, size, "%s%s", BUCKET_PREFIX, escaped);
+	free(escaped);
+	return name;
+}
+
+/* The bound bucket of that name (bound on first use); NULL on failure. */
+static Bucket *
+bucket_of(Relay *r, const char *name)
+{
+	Bucket	   *b;
+
+	for (b = r->buckets; b != NULL; b = b->next)
+		if (strcmp(b->name, name) == 0)
+			return b;
+	b = calloc(1, sizeof(Bucket));
+	b->kv = open_bucket(r, name);
+	if (b->kv == NULL)
+	{
+		free(b);
+		return NULL;
+	}
+	b->name = strdup(name);
+	b->next = r->buckets;
+	r->buckets = b;
+	return b;
+}
+
+/* Unbinds every bucket (at exit). */
+void
+kv_close(Relay *r)
+{
+	while (r->buckets)
+	{
+		Bucket	   *b = r->buckets;
+
+		r->buckets = b->next;
+		kvStore_Destroy(b->kv);
+		free(b->name);
+		free(b);
+	}
+}
+
+/*
+ * Whether the snapshot fits NATS: a bucket name JetStream takes (its
+ * stream is KV_<bucket>), a subject within the control line, a value
+ * within max_payload.  One that does not is skipped (reported): the bucket
+ * keeps the entity's previous snapshot, older but still correct.
+ */
+static bool
+fits(const Relay *r, const char *bucket, const char *key, size_t state_len, int64_t change)
+{
+	size_t		subject_len = strlen(bucket) + strlen(key) + KV_SUBJECT_OVERHEAD;
+	size_t		value_len = state_len + 2 + 2 * VARINT_MAX_BYTES;
+	const char *what = NULL;
+	size_t		size = 0;
+	long long	limit = 0;
+
+	if (strlen(bucket) + strlen("KV_") > MAX_STREAM_NAME)
+		what = "bucket's name", size = strlen(bucket), limit = MAX_STREAM_NAME - strlen("KV_");
+	else if (subject_len > MAX_SUBJECT_BYTES)
+		what = "key's subject", size = subject_len, limit = MAX_SUBJECT_BYTES;
+	else if ((int64_t) value_len > r->stream.max_payload)
+		what = "value", size = value_len, limit = r->stream.max_payload;
+	if (what == NULL)
+		return true;
+	fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: its %s takes %zu bytes, more"
+			" than the %lld NATS allows; the bucket keeps the entity's previous snapshot\n",
+			(long long) change, what, size, limit);
+	return false;
+}
+
+/*
+ * Puts one snapshot into its type's bucket under its id (state NULL: the
+ * store withheld a state too large for NATS).  OUTCOME_OK also when it was
+ * skipped as too large; OUTCOME_RETRY when NATS failed.
+ */
+Outcome
+kv_put_snapshot(Relay *r, const char *type, int type_len, const char *id, int id_len,
+				uint64_t stream_seq, const char *state, size_t state_len, int64_t change)
+{
+	char	   *bucket = bucket_name(type, type_len);
+	char	   *key = escape_key(id, id_len);
+	unsigned char *value = NULL;
+	Bucket	   *b = NULL;
+	size_t		len;
+	natsStatus	s = NATS_OK;
+
+	if (fits(r, bucket, key, state_len, change) && state != NULL)
+	{
+		b = bucket_of(r, bucket);
+		value = encode_snapshot(stream_seq, state, (int) state_len, &len);
+		s = b == NULL ? NATS_ERR : value == NULL ? NATS_NO_MEMORY :
+			kvStore_Put(NULL, b->kv, key, value, (int) len);
+	}
+	if (s != NATS_OK)
+		fprintf(stderr, PROGRAM_NAME ": putting snapshot change %lld into KV bucket \"%s\""
+				" failed: %s\n", (long long) change, bucket, natsStatus_GetText(s));
+	free(bucket);
+	free(key);
+	free(value);
+	return s == NATS_OK ? OUTCOME_OK : OUTCOME_RETRY;
+}

@@ -1,0 +1,167 @@
+/*
+ * snapchanges.c
+ *		The feed of snapshot changes: snapshot_changes(), for readers that
+ *		mirror the snapshot store elsewhere (the NATS relay's --snapshots).
+ *
+ * Snapshots are replaced in place.  From 0.5.0 on every write of a
+ * snapshot row (save_snapshot, save_snapshot_bytes, save_snapshot_pb and
+ * handle_command's snapshots, all through snapshot.c) draws a change number
+ * from the event positions (es_feed_draw_position), kept in the row's
+ * "change" column with a unique index.  The feed's horizon (feed.c) counts
+ * that index too, so exactly the promise of the event feed holds: a change
+ * below the horizon belongs to a transaction that has ended.  A reader that
+ * pages by the last change it received therefore never misses the current
+ * snapshot of an entity: a write it has not seen either is below the
+ * horizon and visible, or draws its change later, above everything the
+ * reader returned.  Earlier states of an entity replaced meanwhile are not
+ * returned (the table keeps one row per entity).  A change drawn for a
+ * snapshot is a gap in the event positions, like a rolled back append.
+ */
+#include "eventsourced.h"
+
+#include "catalog/pg_type.h"
+#include "commands/extension.h"
+#include "executor/spi.h"
+#include "funcapi.h"
+#include "miscadmin.h"
+#include "utils/builtins.h"
+#include "utils/snapmgr.h"
+#include "utils/tuplestore.h"
+
+/* Columns of snapshot_changes() */
+#define ES_SNAPSHOT_CHANGE_COLS	6
+
+/*
+ * The changes as a plain query by the caller (its SELECT grant and any
+ * row-level security apply); JSON states as their text's bytes in the
+ * database encoding, as the event feed's JSON payloads are.
+ */
+static const char *const snapshot_changes_sql =
+"SELECT s.change, s.entity_type, s.entity_id, s.seq_no, "
+"CASE WHEN s.state_bytes IS NULL "
+"THEN pg_catalog.convert_to(s.state::pg_catalog.text, pg_catalog.getdatabaseencoding()) "
+"ELSE s.state_bytes END, s.state_bytes IS NOT NULL "
+"FROM eventsourced.snapshots s "
+"WHERE s.change OPERATOR(pg_catalog.>) $1 AND s.change OPERATOR(pg_catalog.<) $2 "
+"ORDER BY s.change LIMIT $3";
+
+/* The arguments (after_change, max_count), validated */
+static void
+es_snapshot_changes_args(FunctionCallInfo fcinfo, int64 *after, int32 *max_count)
+{
+	if (PG_ARGISNULL(0))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("after_change must not be null"),
+				 errhint("Pass 0 to read from the beginning.")));
+	if (PG_ARGISNULL(1))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_count must not be null")));
+	*after = PG_GETARG_INT64(0);
+	*max_count = PG_GETARG_INT32(1);
+	if (*after < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("after_change must not be negative"),
+				 errdetail("after_change was " INT64_FORMAT ".", *after)));
+	if (*max_count < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must not be negative"),
+				 errdetail("max_count was %d.", *max_count)));
+}
+
+/* Refuse a store whose snapshots have no change numbers (before 0.5.0) */
+static void
+es_require_snapshot_changes(void)
+{
+	if (!OidIsValid(es_catalog()->snapshots_change_key))
+		ereport(ERROR,
+				(errcode(ERRCODE_OBJECT_NOT_IN_PREREQUISITE_STATE),
+				 errmsg("snapshot changes need version 0.5.0 of the extension in this database"),
+				 errdetail("Index eventsourced.snapshots_change_key does not exist."),
+				 errhint("Run ALTER EXTENSION eventsourced UPDATE.")));
+}
+
+/*
+ * Run the query with the feed's snapshot and horizon, copying its rows
+ * into the SRF's result.
+ */
+static void
+es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, TupleDesc desc)
+{
+	static const Oid argtypes[3] = {INT8OID, INT8OID, INT8OID};
+	MemoryContext caller_cxt = CurrentMemoryContext;
+	Datum		args[3];
+	int64		horizon;
+	Snapshot	snap;
+	SPIPlanPtr	plan;
+
+	if (SPI_connect() != SPI_OK_CONNECT)
+		elog(ERROR, "SPI_connect failed");
+	plan = SPI_prepare(snapshot_changes_sql, 3, (Oid *) argtypes);
+	if (plan == NULL)
+		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
+	snap = es_feed_snapshot(&horizon);
+	args[0] = Int64GetDatum(after);
+	args[1] = Int64GetDatum(horizon);
+	args[2] = Int64GetDatum((int64) max_count);
+	if (SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
+		elog(ERROR, "snapshot changes query failed");
+	UnregisterSnapshot(snap);
+	if (SPI_tuptable->tupdesc->natts != ES_SNAPSHOT_CHANGE_COLS)
+		elog(ERROR, "snapshot changes query returned %d columns", SPI_tuptable->tupdesc->natts);
+	for (uint64 i = 0; i < SPI_processed; i++)
+	{
+		Datum		values[ES_SNAPSHOT_CHANGE_COLS];
+		bool		nulls[ES_SNAPSHOT_CHANGE_COLS];
+		MemoryContext old;
+
+		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+		old = MemoryContextSwitchTo(caller_cxt);
+		tuplestore_putvalues(store, desc, values, nulls);
+		MemoryContextSwitchTo(old);
+	}
+	SPI_finish();
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_snapshot_changes);
+
+/*
+ * snapshot_changes(after_change, max_count): (change, entity_type,
+ * entity_id, seq_no, state, binary_state) of the snapshots whose change is
+ * above after_change and below the feed horizon, in change order.
+ */
+Datum
+eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
+{
+	ReturnSetInfo *rsinfo = (ReturnSetInfo *) fcinfo->resultinfo;
+	int64		after;
+	int32		max_count;
+
+	es_snapshot_changes_args(fcinfo, &after, &max_count);
+	InitMaterializedSRF(fcinfo, 0);
+	es_require_snapshot_changes();
+	es_check_select(es_catalog()->snapshots);
+	if (max_count > 0)
+		es_snapshot_changes_scan(after, max_count, rsinfo->setResult, rsinfo->setDesc);
+	return (Datum) 0;
+}
+
+PG_FUNCTION_INFO_V1(eventsourced_draw_snapshot_change);
+
+/*
+ * A change number for a snapshot stored before 0.5.0: the update script
+ * numbers them with it, then drops the function.  Refused elsewhere.
+ */
+Datum
+eventsourced_draw_snapshot_change(PG_FUNCTION_ARGS)
+{
+	if (!creating_extension)
+		ereport(ERROR,
+				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
+				 errmsg("snapshot change numbers are drawn only by ALTER EXTENSION eventsourced UPDATE")));
+	PreventCommandIfParallelMode("eventsourced.draw_snapshot_change()");
+	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq));
+}
