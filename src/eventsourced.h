@@ -116,6 +116,8 @@ typedef struct EsCatalog
 	Oid			snapshot_generations_pkey;
 	Oid			command_results;	/* InvalidOid before 0.4.0 */
 	Oid			command_results_pkey;
+	Oid			fences;			/* InvalidOid before 0.5.0 */
+	Oid			fences_pkey;
 } EsCatalog;
 
 /* What one feed read asks for */
@@ -260,6 +262,11 @@ extern TupleTableSlot *es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys
 extern void es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot);
 extern void es_table_delete(EsTableWriter *w, ItemPointer tid);
 extern void es_table_close(EsTableWriter *w);
+
+/* fence.c */
+extern void es_fence_init(void);
+extern int32 es_entity_hash(text *type, text *id);
+extern void es_check_fence(const EsEntity *entity);
 
 /* append.c */
 extern void es_lock_entity(const EsEntity *entity);
