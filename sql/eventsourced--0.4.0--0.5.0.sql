@@ -18,6 +18,7 @@ CREATE TABLE eventsourced.fences (
     partitions integer NOT NULL,
     partition  integer NOT NULL,
     fenced_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    target     text,                               -- where the partition moves
     CONSTRAINT fences_pkey PRIMARY KEY (partitions, partition),
     CONSTRAINT fences_partitions_check
         CHECK (partitions OPERATOR(pg_catalog.>=) 1
@@ -37,7 +38,8 @@ CREATE TRIGGER fences_changed
 ALTER TABLE eventsourced.fences ENABLE ALWAYS TRIGGER fences_changed;
 
 -- Only the extension's owner or a superuser fences (checked in C too).
-CREATE FUNCTION eventsourced.fence_partition(partitions integer, partition integer)
+CREATE FUNCTION eventsourced.fence_partition(partitions integer, partition integer,
+                                             target text DEFAULT NULL)
     RETURNS boolean
     AS 'MODULE_PATHNAME', 'eventsourced_fence_partition'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
@@ -49,7 +51,7 @@ CREATE FUNCTION eventsourced.fence_wait()
     RETURNS void
     AS 'MODULE_PATHNAME', 'eventsourced_fence_wait'
     LANGUAGE C VOLATILE PARALLEL UNSAFE;
-REVOKE ALL ON FUNCTION eventsourced.fence_partition(integer, integer),
+REVOKE ALL ON FUNCTION eventsourced.fence_partition(integer, integer, text),
     eventsourced.unfence_partition(integer, integer),
     eventsourced.fence_wait() FROM PUBLIC;
 -- The hash is pure and documented: anyone may compute it, as on the proxy.

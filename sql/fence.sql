@@ -45,7 +45,7 @@ SELECT (SELECT min('p' || n) FROM generate_series(2, 50) n
 SELECT eventsourced.fence_partition(2, eventsourced.entity_hash('fen', 'p1') & 1);
 -- fencing again changes nothing
 SELECT eventsourced.fence_partition(2, eventsourced.entity_hash('fen', 'p1') & 1);
-SELECT partitions, partition FROM eventsourced.fences;
+SELECT partitions, partition, target FROM eventsourced.fences;
 -- the message, DETAIL and HINT of a refused write
 SELECT eventsourced.append('fen', 'p1', 1, 'E', '{}');
 -- every write path is refused with 40001 (retryable)
@@ -100,7 +100,8 @@ SELECT eventsourced.fence_partition(2147483647, 0);
 SELECT eventsourced.fence_partition(16, 16);
 SELECT eventsourced.fence_partition(16, -1);
 SELECT eventsourced.unfence_partition(16, 99);
-SELECT eventsourced.fence_partition(1073741824, 1073741823);
+SELECT eventsourced.fence_partition(1073741824, 1073741823, 'host=db2 dbname=events');
+SELECT partitions, partition, target FROM eventsourced.fences;
 SELECT eventsourced.unfence_partition(1073741824, 1073741823);
 SELECT count(*) AS fences FROM eventsourced.fences;
 
@@ -119,7 +120,7 @@ DELETE FROM eventsourced.fences;
 SELECT eventsourced.entity_hash('account', 'a1');
 RESET ROLE;
 -- granted EXECUTE, still not the owner
-GRANT EXECUTE ON FUNCTION eventsourced.fence_partition(integer, integer),
+GRANT EXECUTE ON FUNCTION eventsourced.fence_partition(integer, integer, text),
     eventsourced.unfence_partition(integer, integer), eventsourced.fence_wait() TO es_fencer;
 SET ROLE es_fencer;
 SELECT eventsourced.fence_partition(2, 0);
@@ -137,7 +138,7 @@ SELECT (SELECT count(*) FROM pg_temp.fences) AS temp, (SELECT count(*) FROM even
 SELECT eventsourced.unfence_partition(2, 0);
 DROP TABLE pg_temp.fences;
 REVOKE ALL ON SCHEMA eventsourced FROM es_fencer;
-REVOKE ALL ON FUNCTION eventsourced.fence_partition(integer, integer),
+REVOKE ALL ON FUNCTION eventsourced.fence_partition(integer, integer, text),
     eventsourced.unfence_partition(integer, integer), eventsourced.fence_wait() FROM es_fencer;
 DROP ROLE es_fencer;
 DROP SCHEMA fencetest CASCADE;

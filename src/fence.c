@@ -8,20 +8,20 @@
  * write to an entity whose hash falls into that partition is refused, with
  * 40001, under the entity lock (es_lock_entity calls es_check_fence).
  *
- * Locking protocol.  Each writer, holding its entity lock, takes
- * RowExclusiveLock on eventsourced.fences (a fast-path lock, nothing when
- * the transaction holds it already) and then consults this backend's list
- * of fences.  Taking that lock for the first time in a transaction
- * processes pending invalidations, and every write to the fences table
+ * Protocol.  A writer, holding its entity lock, consults this backend's
+ * list of fences; with no fence that is a test of a flag, and the hash is
+ * computed only while some fence exists.  Every write to the fences table
  * sends a relcache invalidation for it (a trigger), which empties the list;
- * it is read again with a new snapshot.  So a writer that locks the table
- * after a fence's commit has sent its invalidations sees the fence.  A
- * writer that locked it before may still write: fence_wait(), called in a
- * new transaction after the fence committed, waits for every transaction
- * holding that lock (WaitForLockers, as CREATE INDEX CONCURRENTLY waits),
+ * it is read again, with a new snapshot, on the next write.  A transaction
+ * processes pending invalidations when it starts, and a fence's
+ * invalidations are sent after its commit became visible, so a writer
+ * whose transaction starts after the fence's commit has returned sees the
+ * fence.  A writer whose transaction began earlier may still write:
+ * fence_wait(), called in a new transaction after the fence committed,
+ * waits for every transaction of the database that is running then (as
+ * CREATE INDEX CONCURRENTLY waits for older snapshots; prepared ones too),
  * so after it returns no write to the partition can still commit.  Writers
- * never wait for a fence.  With no fence the cost is the lock and a test of
- * a flag; the hash is computed only while some fence exists.
+ * never wait for a fence.
  */
 #include "eventsourced.h"
 
@@ -32,7 +32,8 @@
 #include "executor/spi.h"
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
-#include "storage/lmgr.h"
+#include "storage/lock.h"
+#include "storage/procarray.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
 #include "utils/inval.h"
@@ -42,11 +43,11 @@
 /* The largest partition count: a power of two that an integer holds */
 #define ES_MAX_PARTITIONS	(1 << 30)
 
-/* Columns of eventsourced.fences: partitions, partition, fenced_at */
-#define Natts_es_fences			3
+/* Columns of eventsourced.fences: partitions, partition, fenced_at, target */
+#define Natts_es_fences			4
 #define Anum_es_fences_partitions	1
 #define Anum_es_fences_partition	2
-static const Oid es_fences_types[Natts_es_fences] = {INT4OID, INT4OID, TIMESTAMPTZOID};
+static const Oid es_fences_types[Natts_es_fences] = {INT4OID, INT4OID, TIMESTAMPTZOID, TEXTOID};
 
 /* One fence: the partition's number and the partition count it belongs to */
 typedef struct EsFence
@@ -121,21 +122,26 @@ eventsourced_entity_hash(PG_FUNCTION_ARGS)
 }
 
 /*
- * Read the fences table with a new snapshot (the caller holds a lock on
- * it, so pending invalidations were processed) into this backend's list;
- * it is kept unless an invalidation arrived meanwhile.
+ * Read the fences table with a new snapshot into this backend's list
+ * (locking it processes pending invalidations); the list is kept unless
+ * an invalidation arrived meanwhile.
  */
 static void
 es_fence_load(Oid relid)
 {
-	Relation	rel = table_open(relid, AccessShareLock);
-	uint64		invals = fence_invals;
+	Relation	rel;
+	uint64		invals;
 	Snapshot	snap;
 	TableScanDesc scan;
 	TupleTableSlot *slot;
 	int			cap = 8;
 	EsFence    *list;
 
+	/* from here on, invalidations of this table count against the list */
+	fences_relid = relid;
+	fences_valid = false;
+	rel = table_open(relid, AccessShareLock);
+	invals = fence_invals;
 	es_check_shape(rel, Natts_es_fences, es_fences_types);
 	list = MemoryContextAlloc(CacheMemoryContext, sizeof(EsFence) * cap);
 	nfences = 0;
@@ -159,7 +165,6 @@ es_fence_load(Oid relid)
 	if (fences)
 		pfree(fences);
 	fences = list;
-	fences_relid = relid;
 	fences_valid = (invals == fence_invals);
 }
 
@@ -178,8 +183,8 @@ es_refuse_fenced(const EsEntity *entity, const EsFence *f)
 
 /*
  * The fence check of every write, called with the entity lock held (see
- * the locking protocol above).  A store without the fences table (before
- * 0.5.0) has no fences.
+ * the protocol above).  A store without the fences table (before 0.5.0)
+ * has no fences.
  */
 void
 es_check_fence(const EsEntity *entity)
@@ -189,7 +194,6 @@ es_check_fence(const EsEntity *entity)
 
 	if (!OidIsValid(relid))
 		return;
-	LockRelationOid(relid, RowExclusiveLock);
 	if (!fences_valid || relid != fences_relid)
 		es_fence_load(relid);
 	if (nfences == 0)
@@ -248,21 +252,25 @@ es_partition_args(FunctionCallInfo fcinfo, int32 *partitions, int32 *partition)
 				 errdetail("partition was %d, partitions %d.", *partition, *partitions)));
 }
 
-/* Add (fence) or remove a fence row: whether a row was added or removed */
+/*
+ * Add (fence; argument 2 is the server it moves to, or NULL) or remove a
+ * fence row: whether a row was added or removed
+ */
 static bool
 es_fence_change(FunctionCallInfo fcinfo, bool fence, const char *function)
 {
 	static const char *const sql[2] = {
 		"DELETE FROM eventsourced.fences WHERE partitions OPERATOR(pg_catalog.=) $1 "
 		"AND partition OPERATOR(pg_catalog.=) $2",
-		"INSERT INTO eventsourced.fences (partitions, partition) VALUES ($1, $2) "
+		"INSERT INTO eventsourced.fences (partitions, partition, target) VALUES ($1, $2, $3) "
 		"ON CONFLICT DO NOTHING"
 	};
 	Oid			relid = es_fences_relid();
 	int32		partitions;
 	int32		partition;
-	Oid			types[2] = {INT4OID, INT4OID};
-	Datum		values[2];
+	Oid			types[3] = {INT4OID, INT4OID, TEXTOID};
+	Datum		values[3];
+	char		nulls[3] = {' ', ' ', 'n'};
 	uint64		changed;
 
 	es_check_fence_owner(relid, function);
@@ -270,8 +278,14 @@ es_fence_change(FunctionCallInfo fcinfo, bool fence, const char *function)
 	PreventCommandIfReadOnly(function);
 	values[0] = Int32GetDatum(partitions);
 	values[1] = Int32GetDatum(partition);
+	values[2] = (Datum) 0;
+	if (fence && !PG_ARGISNULL(2))
+	{
+		values[2] = PG_GETARG_DATUM(2);
+		nulls[2] = ' ';
+	}
 	SPI_connect();
-	if (SPI_execute_with_args(sql[fence ? 1 : 0], 2, types, values, NULL, false, 0) !=
+	if (SPI_execute_with_args(sql[fence ? 1 : 0], fence ? 3 : 2, types, values, nulls, false, 0) !=
 		(fence ? SPI_OK_INSERT : SPI_OK_DELETE))
 		elog(ERROR, "eventsourced: could not change a fence");
 	changed = SPI_processed;
@@ -281,7 +295,10 @@ es_fence_change(FunctionCallInfo fcinfo, bool fence, const char *function)
 
 PG_FUNCTION_INFO_V1(eventsourced_fence_partition);
 
-/* fence_partition(partitions, partition): refuse writes to its entities here */
+/*
+ * fence_partition(partitions, partition, target): refuse writes to its
+ * entities here; target names the server it moves to (for the mover)
+ */
 Datum
 eventsourced_fence_partition(PG_FUNCTION_ARGS)
 {
@@ -300,24 +317,32 @@ eventsourced_unfence_partition(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(eventsourced_fence_wait);
 
 /*
- * fence_wait(): wait for every transaction that passed a fence check before
- * the fences committed so far; afterwards no write to a fenced partition
- * can commit.  It must run in a transaction of its own, after the fence's.
+ * fence_wait(): wait for every transaction of this database running now,
+ * so that afterwards no write that missed a fence committed so far can
+ * commit.  It must run in a transaction of its own, after the fence's.
  */
 Datum
 eventsourced_fence_wait(PG_FUNCTION_ARGS)
 {
 	Oid			relid = es_fences_relid();
 	LOCKTAG		tag;
+	VirtualTransactionId *running;
+	int			n;
 
 	es_check_fence_owner(relid, "eventsourced.fence_wait()");
 	SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
 	if (LockHeldByMe(&tag, RowExclusiveLock))
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("fence_wait() cannot run in a transaction that fenced or wrote"),
-				 errdetail("Its own fence is not committed yet, so writers cannot see it."),
+				 errmsg("fence_wait() cannot run in the transaction that fenced"),
+				 errdetail("Its fence is not committed yet, so writers cannot see it."),
 				 errhint("Commit the fence, then call fence_wait() in a new transaction.")));
-	WaitForLockers(tag, ShareLock, false);
+	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, 0, &n);
+	for (int i = 0; i < n; i++)
+	{
+		CHECK_FOR_INTERRUPTS();
+		(void) VirtualXactLock(running[i], true);
+	}
+	pfree(running);
 	PG_RETURN_VOID();
 }

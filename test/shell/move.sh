@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 16 (test/run fails when a different number of checks ran)
+# checks: 17 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -209,6 +209,14 @@ check "the source refuses writes to the moved partition (40001), directly and th
       "ERROR:  40001: partition $p of 16 is fenced on this server|ERROR:  40001: eventsourced.append(7): [es_shard0] REMOTE ERROR"
 check "the stale proxy's other partitions still work" \
       "$(q "$stale" "SELECT eventsourced.append('wr', '$other', 0, 'E', '{}')")" "1"
+
+# a mover on the stale proxy, which still names the source, cannot move the
+# partition's old rows elsewhere: the source's fence names the move made
+(timeout 120 "$root/test/scale/move_partition" --proxy "$stale" $p "${conn[1]} application_name=elsewhere" \
+    >"$work/stale_move.txt" 2>&1) 2>/dev/null
+check "a mover on the stale proxy is refused by the source's fence, which names the move made" \
+      "$?|$(grep -o 'is fenced on the source for a move to' "$work/stale_move.txt")|$(q "$stale" "SELECT shard FROM eventsourced.shards() WHERE $p = ANY (partitions)")" \
+      "1|is fenced on the source for a move to|0"
 
 # --- the writers: nothing lost, nothing duplicated
 acked=$(cat "$work"/w[123].out | grep '^ok ' | awk '{print $3 "/" $2}' | sort)
