@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 17 (test/run fails when a different number of checks ran)
+# checks: 18 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -238,6 +238,14 @@ check "the writer to the moving partition: refused only with 40001 while it move
 
 # --- and back: the old server keeps the partition's old rows (a prefix of
 # each entity's events), gets the rest, and is unfenced
+# a staging schema made by another role on the target is refused (its
+# owner could change the rows the mover appends)
+q "${shard[0]}" "CREATE ROLE intruder; CREATE SCHEMA eventsourced_move AUTHORIZATION intruder" >/dev/null
+(timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1) 2>/dev/null
+check "a staging schema of another role on the target stops the mover" \
+      "$?|$(grep -o 'schema eventsourced_move on the target belongs to another role' "$work/move3.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.events WHERE entity_type = 'mvj' AND entity_id = '$jfirst'")" \
+      "1|schema eventsourced_move on the target belongs to another role|4"
+q "${shard[0]}" "DROP SCHEMA eventsourced_move; DROP ROLE intruder" >/dev/null
 timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
       "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
