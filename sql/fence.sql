@@ -75,6 +75,16 @@ BEGIN;
 SELECT eventsourced.fence_partition(4, 3);
 SELECT eventsourced.fence_wait();
 ROLLBACK;
+-- nor in one that appended; and a transaction that waited cannot write
+-- (other callers of fence_wait() leave it out)
+BEGIN;
+SELECT eventsourced.append('fen', :'other', 2, 'E', '{}');
+SELECT eventsourced.fence_wait();
+ROLLBACK;
+BEGIN;
+SELECT eventsourced.fence_wait();
+SELECT eventsourced.append('fen', :'other', 2, 'E', '{}');
+ROLLBACK;
 -- unfenced, the partition takes writes again
 SELECT eventsourced.unfence_partition(2, eventsourced.entity_hash('fen', 'p1') & 1);
 SELECT eventsourced.unfence_partition(2, eventsourced.entity_hash('fen', 'p1') & 1);

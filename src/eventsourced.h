@@ -38,6 +38,7 @@
 #define ES_LOCK_FEED		0x4546
 #define ES_LOCK_PROJECTION	0x4550
 #define ES_LOCK_POSITION	0x454F
+#define ES_LOCK_FENCE_WAIT	0x4557
 
 /* Attribute numbers of eventsourced.events */
 #define Anum_es_events_entity_type	1

@@ -21,11 +21,15 @@
  * waits for every transaction of the database that is running then (as
  * CREATE INDEX CONCURRENTLY waits for older snapshots; prepared ones too),
  * so after it returns no write to the partition can still commit.  Writers
- * never wait for a fence.
+ * never wait for a fence.  Concurrent fence_wait() calls (moves of several
+ * partitions) leave each other out: each holds a lock that marks it, and a
+ * transaction that called fence_wait() may not write, nor may one that
+ * wrote call it.
  */
 #include "eventsourced.h"
 
 #include "access/table.h"
+#include "access/xact.h"
 #include "access/tableam.h"
 #include "catalog/pg_type.h"
 #include "common/md5.h"
@@ -33,6 +37,7 @@
 #include "mb/pg_wchar.h"
 #include "miscadmin.h"
 #include "storage/lock.h"
+#include "storage/proc.h"
 #include "storage/procarray.h"
 #include "utils/acl.h"
 #include "utils/builtins.h"
@@ -62,6 +67,9 @@ static int	nfences = 0;
 static bool fences_valid = false;
 static Oid	fences_relid = InvalidOid;	/* the table the list was read from */
 static uint64 fence_invals = 0;
+
+/* The local transaction that called fence_wait(), which may not write */
+static LocalTransactionId fence_wait_lxid = InvalidLocalTransactionId;
 
 /* Relcache callback: the fences table (or every relation) changed */
 static void
@@ -194,6 +202,11 @@ es_check_fence(const EsEntity *entity)
 
 	if (!OidIsValid(relid))
 		return;
+	if (fence_wait_lxid == MyProc->lxid && fence_wait_lxid != InvalidLocalTransactionId)
+		ereport(ERROR,
+				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
+				 errmsg("a transaction that called fence_wait() cannot write"),
+				 errdetail("Other callers of fence_wait() do not wait for it.")));
 	if (!fences_valid || relid != fences_relid)
 		es_fence_load(relid);
 	if (nfences == 0)
@@ -316,32 +329,47 @@ eventsourced_unfence_partition(PG_FUNCTION_ARGS)
 
 PG_FUNCTION_INFO_V1(eventsourced_fence_wait);
 
+/* Whether vxid is one of the list's, which ends with an invalid one */
+static bool
+es_vxid_listed(VirtualTransactionId vxid, const VirtualTransactionId *list)
+{
+	for (; VirtualTransactionIdIsValid(*list); list++)
+		if (VirtualTransactionIdEquals(vxid, *list))
+			return true;
+	return false;
+}
+
 /*
- * fence_wait(): wait for every transaction of this database running now,
- * so that afterwards no write that missed a fence committed so far can
- * commit.  It must run in a transaction of its own, after the fence's.
+ * fence_wait(): wait for every transaction of this database running now
+ * (but other callers of fence_wait), so that afterwards no write that
+ * missed a fence committed so far can commit.  It must run in a
+ * transaction of its own, after the fence's.
  */
 Datum
 eventsourced_fence_wait(PG_FUNCTION_ARGS)
 {
-	Oid			relid = es_fences_relid();
 	LOCKTAG		tag;
 	VirtualTransactionId *running;
+	VirtualTransactionId *waiters;
 	int			n;
 
-	es_check_fence_owner(relid, "eventsourced.fence_wait()");
-	SET_LOCKTAG_RELATION(tag, MyDatabaseId, relid);
-	if (LockHeldByMe(&tag, RowExclusiveLock))
+	es_check_fence_owner(es_fences_relid(), "eventsourced.fence_wait()");
+	if (TransactionIdIsValid(GetTopTransactionIdIfAny()))
 		ereport(ERROR,
 				(errcode(ERRCODE_ACTIVE_SQL_TRANSACTION),
-				 errmsg("fence_wait() cannot run in the transaction that fenced"),
-				 errdetail("Its fence is not committed yet, so writers cannot see it."),
+				 errmsg("fence_wait() cannot run in a transaction that wrote"),
+				 errdetail("Other callers of fence_wait() leave it out, and a fence it made is not committed yet."),
 				 errhint("Commit the fence, then call fence_wait() in a new transaction.")));
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_FENCE_WAIT);
+	(void) LockAcquire(&tag, ShareLock, false, false);
+	fence_wait_lxid = MyProc->lxid;
 	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, 0, &n);
+	waiters = GetLockConflicts(&tag, ExclusiveLock, NULL);
 	for (int i = 0; i < n; i++)
 	{
 		CHECK_FOR_INTERRUPTS();
-		(void) VirtualXactLock(running[i], true);
+		if (!es_vxid_listed(running[i], waiters))
+			(void) VirtualXactLock(running[i], true);
 	}
 	pfree(running);
 	PG_RETURN_VOID();
