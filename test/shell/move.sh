@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 18 (test/run fails when a different number of checks ran)
+# checks: 19 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -250,6 +250,22 @@ timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
       "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
       "0|01|$(q "${shard[1]}" "$events")|6"
+
+# fence_wait() waits for a prepared transaction that wrote to the
+# partition (a snapshot) before the fence, until it is committed
+pid=$(q "$proxy" "SELECT 'q' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('prep', 'q' || i) = 4")
+q "$proxy" "SELECT eventsourced.append('prep', '$pid', 0, 'E', '{}')" >/dev/null
+q "${shard[0]}" "BEGIN; SELECT eventsourced.save_snapshot('prep', '$pid', 1, '{}'); PREPARE TRANSACTION 'move_sh'" >/dev/null
+q "${shard[0]}" "SELECT eventsourced.fence_partition(16, 4)" >/dev/null
+(q "${shard[0]}" "SELECT eventsourced.fence_wait(); SELECT 'waited'" >"$work/prepared.txt" 2>&1 &)
+waiting() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%fence_wait()%' AND wait_event_type = 'Lock'")" = 1 ]; }
+wait_for waiting && held=$(cat "$work/prepared.txt")
+q "${shard[0]}" "COMMIT PREPARED 'move_sh'" >/dev/null
+done_waiting() { grep -q waited "$work/prepared.txt"; }
+wait_for done_waiting
+q "${shard[0]}" "SELECT eventsourced.unfence_partition(16, 4)" >/dev/null
+check "fence_wait waits for a prepared transaction that wrote before the fence, until it commits" \
+      "waiting:${held-none}|$(tr -d '\n' <"$work/prepared.txt")" "waiting:|waited"
 
 "$root/test/scale/cluster" stop "$work/set"
 check "the set-up is torn down" "$(ls -A "$work/set" | wc -l)" "0"
