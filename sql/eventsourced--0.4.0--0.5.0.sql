@@ -29,3 +29,55 @@ CREATE FUNCTION eventsourced.snapshot_changes(after_change bigint DEFAULT 0,
     AS 'MODULE_PATHNAME', 'eventsourced_snapshot_changes'
     LANGUAGE C VOLATILE PARALLEL UNSAFE ROWS 1000;
 REVOKE ALL ON FUNCTION eventsourced.snapshot_changes(bigint, integer) FROM PUBLIC;
+
+-- Fencing (the sharded deployment's move_partition, docs/scale-out.md):
+-- the hash the proxy routes by, computed here too, and the partitions this
+-- server no longer owns.  Every write to an entity of a fenced partition is
+-- refused (40001) under the entity lock.
+CREATE FUNCTION eventsourced.entity_hash(entity_type text, entity_id text)
+    RETURNS integer
+    AS 'MODULE_PATHNAME', 'eventsourced_entity_hash'
+    LANGUAGE C IMMUTABLE STRICT PARALLEL SAFE;
+
+CREATE TABLE eventsourced.fences (
+    partitions integer NOT NULL,
+    partition  integer NOT NULL,
+    fenced_at  timestamptz NOT NULL DEFAULT pg_catalog.now(),
+    target     text,                               -- where the partition moves
+    CONSTRAINT fences_pkey PRIMARY KEY (partitions, partition),
+    CONSTRAINT fences_partitions_check
+        CHECK (partitions OPERATOR(pg_catalog.>=) 1
+               AND partitions OPERATOR(pg_catalog.<=) 1073741824
+               AND (partitions OPERATOR(pg_catalog.&) (partitions OPERATOR(pg_catalog.-) 1))
+                   OPERATOR(pg_catalog.=) 0),
+    CONSTRAINT fences_partition_check
+        CHECK (partition OPERATOR(pg_catalog.>=) 0
+               AND partition OPERATOR(pg_catalog.<) partitions)
+);
+SELECT pg_catalog.pg_extension_config_dump('eventsourced.fences', '');
+REVOKE ALL ON eventsourced.fences FROM PUBLIC;
+-- Backends cache the fences; any write to the table empties the caches.
+CREATE TRIGGER fences_changed
+    AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON eventsourced.fences
+    FOR EACH STATEMENT EXECUTE FUNCTION eventsourced.registry_changed();
+ALTER TABLE eventsourced.fences ENABLE ALWAYS TRIGGER fences_changed;
+
+-- Only the extension's owner or a superuser fences (checked in C too).
+CREATE FUNCTION eventsourced.fence_partition(partitions integer, partition integer,
+                                             target text DEFAULT NULL)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'eventsourced_fence_partition'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION eventsourced.unfence_partition(partitions integer, partition integer)
+    RETURNS boolean
+    AS 'MODULE_PATHNAME', 'eventsourced_unfence_partition'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+CREATE FUNCTION eventsourced.fence_wait()
+    RETURNS void
+    AS 'MODULE_PATHNAME', 'eventsourced_fence_wait'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION eventsourced.fence_partition(integer, integer, text),
+    eventsourced.unfence_partition(integer, integer),
+    eventsourced.fence_wait() FROM PUBLIC;
+-- The hash is pure and documented: anyone may compute it, as on the proxy.
+GRANT EXECUTE ON FUNCTION eventsourced.entity_hash(text, text) TO PUBLIC;

@@ -49,7 +49,10 @@ typedef struct EsWriter
 	Oid			position_seq;
 } EsWriter;
 
-/* Serialize writers of one entity until the end of the transaction */
+/*
+ * Serialize writers of one entity until the end of the transaction; every
+ * write takes this lock, so it is where fences are checked.
+ */
 void
 es_lock_entity(const EsEntity *entity)
 {
@@ -63,6 +66,7 @@ es_lock_entity(const EsEntity *entity)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, (uint32) (h >> 32), (uint32) h,
 						 ES_LOCK_ENTITY);
 	(void) LockAcquire(&tag, ExclusiveLock, false, false);
+	es_check_fence(entity);
 }
 
 /* Whether any of the events carries an event_id */

@@ -43,7 +43,8 @@ es_catalog_has(Oid relid)
 		cache.protobuf_descriptors, cache.protobuf_descriptors_pkey,
 		cache.entity_types, cache.entity_types_pkey, cache.commands, cache.commands_pkey,
 		cache.entity_states, cache.entity_states_pkey, cache.snapshot_generations,
-		cache.snapshot_generations_pkey, cache.command_results, cache.command_results_pkey
+		cache.snapshot_generations_pkey, cache.command_results, cache.command_results_pkey,
+		cache.fences, cache.fences_pkey
 	};
 
 	for (int i = 0; i < lengthof(cached); i++)
@@ -182,6 +183,9 @@ es_catalog(void)
 	/* the results of commands sent with an id came with 0.4.0 */
 	cache.command_results = get_relname_relid("command_results", nsp);
 	cache.command_results_pkey = get_relname_relid("command_results_pkey", nsp);
+	/* fences of partitions moved to other servers came with 0.5.0 */
+	cache.fences = get_relname_relid("fences", nsp);
+	cache.fences_pkey = get_relname_relid("fences_pkey", nsp);
 	cache_valid = true;
 	return &cache;
 }

@@ -23,5 +23,6 @@ _PG_init(void)
 	es_worker_init();
 	es_protoreg_init();
 	es_dbwatch_init();
+	es_fence_init();
 	MarkGUCPrefixReserved("eventsourced");
 }

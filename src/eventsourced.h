@@ -38,6 +38,7 @@
 #define ES_LOCK_FEED		0x4546
 #define ES_LOCK_PROJECTION	0x4550
 #define ES_LOCK_POSITION	0x454F
+#define ES_LOCK_FENCE_WAIT	0x4557
 
 /* Attribute numbers of eventsourced.events */
 #define Anum_es_events_entity_type	1
@@ -119,6 +120,8 @@ typedef struct EsCatalog
 	Oid			snapshot_generations_pkey;
 	Oid			command_results;	/* InvalidOid before 0.4.0 */
 	Oid			command_results_pkey;
+	Oid			fences;			/* InvalidOid before 0.5.0 */
+	Oid			fences_pkey;
 } EsCatalog;
 
 /* What one feed read asks for */
@@ -264,6 +267,11 @@ extern TupleTableSlot *es_table_find(EsTableWriter *w, Oid indexid, ScanKey keys
 extern void es_table_put(EsTableWriter *w, TupleTableSlot *old, TupleTableSlot *slot);
 extern void es_table_delete(EsTableWriter *w, ItemPointer tid);
 extern void es_table_close(EsTableWriter *w);
+
+/* fence.c */
+extern void es_fence_init(void);
+extern int32 es_entity_hash(text *type, text *id);
+extern void es_check_fence(const EsEntity *entity);
 
 /* append.c */
 extern void es_lock_entity(const EsEntity *entity);

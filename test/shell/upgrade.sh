@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 36 (test/run fails when a different number of checks ran)
+# checks: 37 (test/run fails when a different number of checks ran)
 # ALTER EXTENSION eventsourced UPDATE with data in place.  From 0.1.0 to
 # 0.2.0: events, registrations and a projection written as 0.1.0 wrote them
 # keep working, registrations get the extension's owner.  From 0.2.0 to
@@ -178,6 +178,13 @@ check "commands fold 0.4.0's events after the 0.5.0 update" \
       "$(q "SELECT seq_no || ' ' || (state->>'n') FROM eventsourced.handle_command('acc', 'a1', 'Add', '{\"n\": 1}')")" "6 18"
 check "the feeds read the same after the 0.5.0 update, the projection is where it was" \
       "$(q "$feeds" $db2) $(q "SELECT eventsourced.run_projection('rare')" $db2)" "$feeds_before 0"
+# fencing came with 0.5.0 (appends above ran on the 0.4.0 store without
+# its fences table); on the upgraded store a fence refuses 0.4.0's entities
+fence="$(q "SELECT eventsourced.entity_hash('account', 'a1')" $db2) $(q "SELECT eventsourced.fence_partition(1, 0)" $db2)"
+fence+=" $(q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', '{}')" $db2 2>&1 | grep -o 'partition 0 of 1 is fenced')"
+fence+="|$(q "SELECT eventsourced.unfence_partition(1, 0)" $db2) $(q "SELECT eventsourced.append('rare', 'r1', NULL, 'E', '{}') > 0" $db2)"
+check "an upgraded store fences a partition of 0.4.0's entities, and unfences it" \
+      "$fence" "-711212221 t partition 0 of 1 is fenced|t t"
 
 createdb $fresh
 q "CREATE EXTENSION eventsourced" $fresh
