@@ -210,19 +210,28 @@ GRANT EXECUTE ON FUNCTION eventsourced.route_rows(text, text),
 
 -- Every PL/Proxy function of the extension that routes with route() or
 -- route_pb() routes with their set-returning forms (same arguments, same
--- partition; grants and owners are kept by CREATE OR REPLACE).
+-- partition; grants and owners are kept by CREATE OR REPLACE).  The script
+-- runs with the schema of plproxy (public, as a rule) on its search_path:
+-- every operator here is qualified, or one a role put there (say =(oid,
+-- regclass), an exact match where pg_catalog's needs a cast) would run as
+-- the superuser updating the extension.
 DO $$
 DECLARE
     f regprocedure;
 BEGIN
     FOR f IN SELECT p.oid::regprocedure
                FROM pg_catalog.pg_proc p
-               JOIN pg_catalog.pg_depend d ON d.classid = 'pg_catalog.pg_proc'::regclass
-                                          AND d.objid = p.oid AND d.deptype = 'e'
-               JOIN pg_catalog.pg_extension e ON e.oid = d.refobjid
-                                             AND e.extname = 'eventsourced_proxy'
-               JOIN pg_catalog.pg_language l ON l.oid = p.prolang AND l.lanname = 'plproxy'
-              WHERE p.prosrc ~ 'RUN ON eventsourced\.route(_pb)?\('
+               JOIN pg_catalog.pg_depend d
+                 ON d.classid OPERATOR(pg_catalog.=) 'pg_catalog.pg_proc'::pg_catalog.regclass
+                AND d.objid OPERATOR(pg_catalog.=) p.oid
+                AND d.deptype OPERATOR(pg_catalog.=) 'e'
+               JOIN pg_catalog.pg_extension e
+                 ON e.oid OPERATOR(pg_catalog.=) d.refobjid
+                AND e.extname OPERATOR(pg_catalog.=) 'eventsourced_proxy'
+               JOIN pg_catalog.pg_language l
+                 ON l.oid OPERATOR(pg_catalog.=) p.prolang
+                AND l.lanname OPERATOR(pg_catalog.=) 'plproxy'
+              WHERE p.prosrc OPERATOR(pg_catalog.~) 'RUN ON eventsourced\.route(_pb)?\('
               ORDER BY 1 LOOP
         EXECUTE pg_catalog.replace(pg_catalog.replace(pg_catalog.pg_get_functiondef(f),
                     'RUN ON eventsourced.route(', 'RUN ON eventsourced.route_rows('),
