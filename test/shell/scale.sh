@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 38 (test/run fails when a different number of checks ran)
+# checks: 43 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -339,7 +339,7 @@ check "ShardBatches hold the rows' contents (read_all_shards_pb, events_by_type_
       "$(grep '|feed|' "$work/feed_pb.lines" | sort | md5sum)|$(pb_lines "$work/bytype.pb.txt" | sort | md5sum)|$(pb_lines "$work/bytype.eb.txt" | sort | md5sum)|$(grep -c . <<<"$rows")" \
       "$(md5sum <<<"$rows")|$(md5sum <<<"$rows")|$(md5sum <<<"$rows")|600"
 pbtok=$(sed -n 's/^token: "\(.*\)"$/\1/p' "$work/bytype.pb.txt")
-rowtok=$(q "$proxy" "SELECT token FROM eventsourced.events_by_type_shards('feed', '', 10000) ORDER BY shard DESC, position DESC LIMIT 1")
+rowtok=$(q "$proxy" "SELECT token FROM eventsourced.events_by_type_shards('feed', '', 10000) WITH ORDINALITY r ORDER BY r.ordinality DESC LIMIT 1")
 check "the ShardBatch's token is at or past the rows' last token, and nothing follows it" \
       "$(q "$proxy" "SELECT bool_and(split_part(a, ':', 1) = split_part(b, ':', 1)
                                     AND split_part(a, ':', 2)::bigint >= split_part(b, ':', 2)::bigint)
@@ -347,24 +347,101 @@ check "the ShardBatch's token is at or past the rows' last token, and nothing fo
       "t|0|0"
 
 # --- the protobuf feed against hostile input: tokens, sizes, bytes, rights
+k0=$(q "$proxy" "SELECT token_key FROM eventsourced.shards() WHERE shard = 0")
+k1=$(q "$proxy" "SELECT token_key FROM eventsourced.shards() WHERE shard = 1")
 codes=""
-for call in "read_all_shards_pb('0:1,x', 10)" "read_all_shards_pb('0:1,1:99999999999999999999', 10)" \
-            "read_all_shards_pb('7:1', 10)" "read_all_shards_pb(NULL, 10)" "read_all_shards_pb('', -1)" \
-            "read_all_shards_pb('', NULL)" "events_by_type_shards_pb('feed', '0:-1', 10)" \
+for call in "read_all_shards_pb('$k0:1,x', 10)" "read_all_shards_pb('$k0:1,$k1:99999999999999999999', 10)" \
+            "read_all_shards_pb('0:1,1:1', 10)" "read_all_shards_pb(NULL, 10)" "read_all_shards_pb('', -1)" \
+            "read_all_shards_pb('', NULL)" "events_by_type_shards_pb('feed', '$k0:-1', 10)" \
             "pb_batch_split('\\x0a05')" "pb_batch_split('\\x0a0010ff')" \
             "pb_batch_split('\\x10ffffffffffffffffff01')" "pb_batch_split('\\x0a')" \
-            "read_all_shards_pb('0:1,1:1,0:2', 10)" "read_all_shards('$(printf '0:1,%.0s' $(seq 1 5000))1:1')"; do
+            "read_all_shards_pb('$k0:1,$k1:1,$k0:2', 10)" "read_all_shards('$(printf "$k0:1,%.0s" $(seq 1 5000))$k1:1')" \
+            "read_all_shards('$k1:5,$k1:5')"; do
     codes+="$(err "$proxy" "SELECT eventsourced.$call" | grep -o '^ERROR:  [0-9A-Z]\{5\}' | cut -c9-) "
 done
-check "the protobuf feed refuses malformed or foreign tokens, NULLs, negative sizes, bytes that are no shard's batch, tokens of more pairs than servers" \
-      "$codes" "22023 22023 22023 22004 22023 22004 22023 22P03 22P03 22P03 22P03 22023 22023 "
+check "the feed refuses malformed and 0.1.0 tokens, NULLs, negative sizes, bytes that are no shard's batch, a server twice, too many pairs" \
+      "$codes" "22023 22023 22023 22004 22023 22004 22023 22P03 22P03 22P03 22P03 22023 22023 22023 "
+check "the refusals of a 0.1.0 token and of a server named twice say so" \
+      "$(err "$proxy" "SELECT eventsourced.read_all_shards('0:100,1:50')" | grep -o 'ERROR:  22023: [a-z0-9_ .]*' | sed 's/ *$//')|$(err "$proxy" "SELECT eventsourced.read_all_shards_pb('$k0:1,$k0:1')" | grep -o "ERROR:  22023: [a-z .]* DETAIL:  Keys named more than once: $k0.")" \
+      "ERROR:  22023: resume token of eventsourced_proxy 0.1.0|ERROR:  22023: resume token names a server twice DETAIL:  Keys named more than once: $k0."
+
+# --- a token keyed by server survives a change of the cluster: p1 moves to
+# a new database es_c holding 5 events; a token of the old cluster reads
+# exactly es_c's events (shard1 keeps its position under its own key, though
+# its lowest partition is now 3), and after p1 returns, a token of the
+# changed cluster reads nothing more
+shard1_pg="host=${SHARD_HOSTS[1]} port=${SHARD_PORTS[1]} dbname=postgres user=postgres"
+c_conn="host=${SHARD_HOSTS[1]} port=${SHARD_PORTS[1]} dbname=es_c"
+q "$shard1_pg" "CREATE DATABASE es_c" >/dev/null
+q "$c_conn user=postgres" "CREATE EXTENSION eventsourced;
+    SELECT eventsourced.append('cx', 'c' || i, 0, 'E', '{}') FROM generate_series(1, 5) i" >/dev/null
+end_token() {   # end_token: the token after the last row of the whole feed
+    q "$proxy" "SELECT token FROM eventsourced.read_all_shards('', 1000000) WITH ORDINALITY r ORDER BY r.ordinality DESC LIMIT 1"
+}
+old_token=$(end_token)
+old_p1=$(q "$proxy" "SELECT option_value FROM pg_foreign_server s, pg_options_to_table(s.srvoptions)
+                      WHERE s.srvname = 'eventsourced_cluster' AND option_name = 'p1'")
+q "$proxy" "ALTER SERVER eventsourced_cluster OPTIONS (SET p1 '$c_conn')"
+moved_rows=$(q "$proxy" "SELECT string_agg(entity_type || '/' || entity_id, ' ' ORDER BY entity_id)
+                           FROM eventsourced.read_all_shards('$old_token', 100000)")
+moved_pb=$(q "$proxy" "SELECT encode(eventsourced.read_all_shards_pb('$old_token', 100000), 'hex')" | decode ShardBatch | grep -c '^events {')
+moved_legacy=$(err "$proxy" "SELECT count(*) FROM eventsourced.read_all_shards('0:100,1:50', 100000)" | grep -o '^ERROR:  [0-9A-Z]\{5\}')
+new_token=$(end_token)
+q "$proxy" "ALTER SERVER eventsourced_cluster OPTIONS (SET p1 '$old_p1')"
+check "after p1 moves to a new server, an old token reads exactly the new server's events; a 0.1.0 token is refused; back again, nothing is read twice" \
+      "$moved_rows|$moved_pb|$moved_legacy|$(q "$proxy" "SELECT count(*) FROM eventsourced.read_all_shards('$new_token', 100000)")" \
+      "cx/c1 cx/c2 cx/c3 cx/c4 cx/c5|5|ERROR:  22023|0"
+
+# --- every page moves every server that has events (the servers' rows in
+# turns, at least one per server): a page of max_count 1 holds a row of
+# each shard, and pages of 1 followed to the end read each event once
+first=$(q "$proxy" "SELECT count(*) || '/' || count(DISTINCT shard) FROM eventsourced.read_all_shards('', 1)")
+token=""
+: >"$work/ones.txt"
+for n in $(seq 1 100); do
+    page=$(q "$proxy" "SELECT token, entity_id || '/' || seq_no FROM eventsourced.events_by_type_shards('acct', '$token', 1)")
+    [ -n "$page" ] || break
+    echo "$page" | cut -d'|' -f2 >>"$work/ones.txt"
+    token=$(echo "$page" | tail -1 | cut -d'|' -f1)
+done
+check "a page of max_count 1 reads a row of each shard; pages of 1 read every event of a type once" \
+      "$first|$(sort "$work/ones.txt" | md5sum)" \
+      "2/2|$( { q "${shard[0]}" "SELECT entity_id || '/' || seq_no FROM eventsourced.events WHERE entity_type = 'acct'"
+                q "${shard[1]}" "SELECT entity_id || '/' || seq_no FROM eventsourced.events WHERE entity_type = 'acct'"; } | sort | md5sum)"
+
+# --- the feed's helpers are PUBLIC (PL/Proxy reaches the shards as the
+# caller) but refuse a role not granted the feed function they serve
+codes=""
+for call in "read_all_shards('', 10)" "read_all_page('', 10)" "events_by_type_page('feed', '', 10)" \
+            "feed_pb_page(NULL, false, '', 10)" "feed_pb_page('feed', true, '', 10)"; do
+    codes+="$(err "$proxy" "SET ROLE scale_app; SELECT eventsourced.$call" | grep -o '^ERROR:  42501: permission denied for function [a-z_]*' | cut -c9-) "
+done
+check "a role without EXECUTE on a feed function cannot read it through its helpers" "$codes" \
+      "42501: permission denied for function read_all_shards 42501: permission denied for function read_all_shards 42501: permission denied for function events_by_type_shards 42501: permission denied for function read_all_shards_pb 42501: permission denied for function events_by_type_shards_pb "
 check "a huge max_count reads every event in one ShardBatch" \
       "$(q "$proxy" "SELECT encode(eventsourced.read_all_shards_pb('', 2147483647), 'hex')" | decode ShardBatch | grep -c '^events {')" \
       "$(echo "$all" | wc -l)"
+# --- an event too large for PL/Proxy (bytea travels as hex text, which
+# must fit in 1 GB on the shard) is refused early, naming its server and
+# position: the limit lowered to 200 bytes here (it is 535,822,336) and
+# an event of 300 bytes
+limit_def=$(q "$proxy" "SELECT pg_get_functiondef('eventsourced.feed_value_limit()'::regprocedure)")
+q "$proxy" "CREATE OR REPLACE FUNCTION eventsourced.feed_value_limit() RETURNS integer
+              LANGUAGE sql IMMUTABLE PARALLEL SAFE RETURN 200" >/dev/null
+q "$proxy" "SELECT eventsourced.append_binary('huge', 'h1', 0, 'B', convert_to(repeat('x', 300), 'UTF8'))" >/dev/null
+hpos=$(q "$(owner_of huge h1)" "SELECT position FROM eventsourced.events WHERE entity_type = 'huge'")
+hkey=$(q "$proxy" "SELECT s.token_key FROM eventsourced.shards() s WHERE eventsourced.entity_partition('huge', 'h1') = ANY (s.partitions)")
+too_rows=$(err "$proxy" "SELECT * FROM eventsourced.events_by_type_shards('huge', '', 1000)" | grep -o '^ERROR:  54000: .* DETAIL:  The event at position [0-9]* of server s[0-9a-f]*')
+too_pb=$(err "$proxy" "SELECT eventsourced.events_by_type_shards_pb('huge', '', 1000)" | grep -o '^ERROR:  54000: .* DETAIL:  The batch of server s[0-9a-f]*')
+past=$(q "$proxy" "SELECT count(*) FROM eventsourced.events_by_type_shards('huge', '$hkey:$hpos', 1000)")
+q "$proxy" "$limit_def" >/dev/null
+check "an event too large for PL/Proxy is refused early (54000) naming its server and position, in both forms; the token past it reads on" \
+      "$too_rows|$too_pb|$past|$(q "$proxy" "SELECT eventsourced.feed_value_limit()")" \
+      "ERROR:  54000: event too large to read through the proxy DETAIL:  The event at position $hpos of server $hkey|ERROR:  54000: page of a server too large to read through the proxy DETAIL:  The batch of server $hkey|0|535822336"
 q "$proxy" "GRANT EXECUTE ON FUNCTION eventsourced.read_all_shards_pb(text, integer) TO scale_app, scale_other" >/dev/null
 check "a role reads the protobuf feed on the shards as itself (no right there, no mapping: refused)" \
       "$(err "$proxy" "SET ROLE scale_app; SELECT eventsourced.read_all_shards_pb()" | grep -o '42501: .*REMOTE ERROR: permission denied for function read_all_pb' | sed 's/\[es_shard[01]\]/[shard]/')|$(err "$proxy" "SET ROLE scale_other; SELECT eventsourced.read_all_shards_pb()" | grep -c 'user mapping not found for "scale_other"')" \
-      "42501: eventsourced.read_all_pb_parts(2): [shard] REMOTE ERROR: permission denied for function read_all_pb|1"
+      "42501: eventsourced.read_all_pb_parts(3): [shard] REMOTE ERROR: permission denied for function read_all_pb|1"
 
 # --- eventsourced_proxy 0.1.0 updated to 0.2.0 equals a fresh 0.2.0
 proxy_pg="host=$PROXY_HOST port=$PROXY_PORT dbname=postgres user=postgres"
@@ -442,7 +519,7 @@ check "the sharded projector, killed -9 twice mid-run, ends with the read model 
       "2|0|$(totals)"
 check "its checkpoint is the token of each shard's last pmeter event, and 1,000 events were projected" \
       "$(ptoken)|$(q "dbname=$direct_db" "SELECT sum(events) FROM projector_totals")" \
-      "$(for i in 0 1; do echo "$i:$(q "${shard[$i]}" "SELECT coalesce(max(position), 0) FROM eventsourced.events WHERE entity_type = 'pmeter'")"; done | paste -sd,)|1000"
+      "$(for i in 0 1; do echo "$(q "$proxy" "SELECT token_key FROM eventsourced.shards() WHERE shard = $i"):$(q "${shard[$i]}" "SELECT coalesce(max(position), 0) FROM eventsourced.events WHERE entity_type = 'pmeter'")"; done | paste -sd,)|1000"
 
 # --- one shard stopped mid-run: its entities fail clearly, the others work;
 # after the restart nothing acknowledged is lost
