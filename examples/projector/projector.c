@@ -316,20 +316,32 @@ parse_options(int argc, char **argv, Options *opt)
 		bad_usage("--type and --name must not be empty");
 }
 
-/* Runs one statement with text parameters; reports and returns NULL on failure. */
+/* Runs one statement with text parameters; reports and returns NULL on
+ * failure, with the SQLSTATE in sqlstate (6 bytes, "" if none) when given. */
 static PGresult *
-run_query(PGconn *conn, const char *what, const char *sql,
-		  int nparams, const char *const *params)
+run_query_state(PGconn *conn, const char *what, const char *sql,
+				int nparams, const char *const *params, char *sqlstate)
 {
 	PGresult   *res = PQexecParams(conn, sql, nparams, NULL, params, NULL, NULL, 0);
 	ExecStatusType status = PQresultStatus(res);
+	const char *state = res ? PQresultErrorField(res, PG_DIAG_SQLSTATE) : NULL;
 
 	if (status == PGRES_COMMAND_OK || status == PGRES_TUPLES_OK)
 		return res;
 	fprintf(stderr, "projector: %s failed: %s", what,
 			res ? PQresultErrorMessage(res) : PQerrorMessage(conn));
+	if (sqlstate != NULL)
+		snprintf(sqlstate, 6, "%s", state != NULL ? state : "");
 	PQclear(res);
 	return NULL;
+}
+
+/* Runs one statement with text parameters; reports and returns NULL on failure. */
+static PGresult *
+run_query(PGconn *conn, const char *what, const char *sql,
+		  int nparams, const char *const *params)
+{
+	return run_query_state(conn, what, sql, nparams, params, NULL);
 }
 
 /* Runs one statement whose result does not matter beyond success. */
@@ -487,16 +499,25 @@ wait_for_source(PGconn *conn, long timeout_ms)
 
 /* Reads the next batch of the feed after the checkpoint. */
 static PGresult *
-read_batch(Projector *p)
+read_batch(Projector *p, bool *refused)
 {
 	char		max_count[NUMBER_TEXT_LEN];
 	const char *params[3];
+	char		sqlstate[6] = "";
+	PGresult   *res;
 
 	snprintf(max_count, sizeof(max_count), "%ld", p->opt.batch);
 	params[0] = p->opt.entity_type;
 	params[1] = p->checkpoint;
 	params[2] = max_count;
-	return run_query(p->source, "reading the feed", p->sql->read_batch, 3, params);
+	res = run_query_state(p->source, "reading the feed", p->sql->read_batch, 3, params, sqlstate);
+	/* a proxy refusing the stored token (one of eventsourced_proxy 0.1.0)
+	 * refuses it again on every retry */
+	*refused = res == NULL && p->opt.sharded && strcmp(sqlstate, "22023") == 0;
+	if (*refused)
+		fprintf(stderr, "projector: the proxy refuses the stored token; rebuild the read model"
+				" (docs/scale-out.md, \"A projector outside the shards\")\n");
+	return res;
 }
 
 /*
@@ -600,12 +621,13 @@ project_step(Projector *p)
 	PGresult   *batch;
 	int			rows;
 	Outcome		outcome = OUTCOME_OK;
+	bool		refused;
 
 	if (drain_notifications(p->source) < 0)
 		return OUTCOME_RETRY;
-	batch = read_batch(p);
+	batch = read_batch(p, &refused);
 	if (batch == NULL)
-		return OUTCOME_RETRY;
+		return refused ? OUTCOME_FATAL : OUTCOME_RETRY;
 	rows = PQntuples(batch);
 	if (rows > 0)
 		outcome = apply_batch(p, batch);

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 43 (test/run fails when a different number of checks ran)
+# checks: 44 (test/run fails when a different number of checks ran)
 # The sharded deployment (docs/scale-out.md): test/scale/cluster starts two
 # shards and a proxy (ports from ES_SCALE_PORT, default PGPORT + 2), and
 # this test checks through the proxy: the hash against its test vectors and
@@ -520,6 +520,17 @@ check "the sharded projector, killed -9 twice mid-run, ends with the read model 
 check "its checkpoint is the token of each shard's last pmeter event, and 1,000 events were projected" \
       "$(ptoken)|$(q "dbname=$direct_db" "SELECT sum(events) FROM projector_totals")" \
       "$(for i in 0 1; do echo "$(q "$proxy" "SELECT token_key FROM eventsourced.shards() WHERE shard = $i"):$(q "${shard[$i]}" "SELECT coalesce(max(position), 0) FROM eventsourced.events WHERE entity_type = 'pmeter'")"; done | paste -sd,)|1000"
+
+# A checkpoint of eventsourced_proxy 0.1.0 (keyed by lowest partition) is
+# refused by the proxy: the projector stops at once, applying nothing
+q "dbname=$direct_db" "INSERT INTO projector_shard_checkpoint VALUES ('legacy', '0:5,1:5')" >/dev/null
+before=$(q "dbname=$direct_db" "SELECT sum(events) FROM projector_totals")
+timeout 60 "$root/examples/projector/projector" --sharded --source "$proxy" --target "dbname=$direct_db" \
+    --type pmeter --name legacy --exit-when-idle --max-retries 100 >/dev/null 2>"$work/legacy.err"
+rc=$?
+check "the sharded projector stops at once on a 0.1.0 checkpoint (22023), applying nothing" \
+      "$rc|$(grep -c 'resume token of eventsourced_proxy 0.1.0' "$work/legacy.err")|$(grep -c 'reconnecting' "$work/legacy.err")|$(q "dbname=$direct_db" "SELECT sum(events) FROM projector_totals")" \
+      "1|1|0|$before"
 
 # --- one shard stopped mid-run: its entities fail clearly, the others work;
 # after the restart nothing acknowledged is lost
