@@ -251,11 +251,17 @@ check "the partition moves back: the old server is unfenced and complete, the ot
       "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
       "0|01|$(q "${shard[1]}" "$events")|6"
 
-# fence_wait() waits for a prepared transaction that wrote to the
-# partition (a snapshot) before the fence, until it is committed
+# A transaction that wrote to an entity cannot be prepared (it holds a
+# position or a snapshot change in flight), so no prepared transaction can
+# write to a partition after its fence; fence_wait() still waits for any
+# prepared transaction begun before the fence (here one that wrote a table
+# of its own), until it is committed
 pid=$(q "$proxy" "SELECT 'q' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('prep', 'q' || i) = 4")
 q "$proxy" "SELECT eventsourced.append('prep', '$pid', 0, 'E', '{}')" >/dev/null
-q "${shard[0]}" "BEGIN; SELECT eventsourced.save_snapshot('prep', '$pid', 1, '{}'); PREPARE TRANSACTION 'move_sh'" >/dev/null
+refused=$(psql -X -q -t -A -d "${shard[0]}" -c "BEGIN" -c "SELECT eventsourced.save_snapshot('prep', '$pid', 1, '{}')" \
+               -c "PREPARE TRANSACTION 'move_sh'" 2>&1 | grep -c 'cannot PREPARE a transaction that appended events or saved snapshots')
+q "${shard[0]}" "CREATE TABLE IF NOT EXISTS move_prep (x int)" >/dev/null
+q "${shard[0]}" "BEGIN; INSERT INTO move_prep VALUES (1); PREPARE TRANSACTION 'move_sh'" >/dev/null
 q "${shard[0]}" "SELECT eventsourced.fence_partition(16, 4)" >/dev/null
 (q "${shard[0]}" "SELECT eventsourced.fence_wait(); SELECT 'waited'" >"$work/prepared.txt" 2>&1 &)
 waiting() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%fence_wait()%' AND wait_event_type = 'Lock'")" = 1 ]; }
@@ -264,8 +270,8 @@ q "${shard[0]}" "COMMIT PREPARED 'move_sh'" >/dev/null
 done_waiting() { grep -q waited "$work/prepared.txt"; }
 wait_for done_waiting
 q "${shard[0]}" "SELECT eventsourced.unfence_partition(16, 4)" >/dev/null
-check "fence_wait waits for a prepared transaction that wrote before the fence, until it commits" \
-      "waiting:${held-none}|$(tr -d '\n' <"$work/prepared.txt")" "waiting:|waited"
+check "a write cannot be prepared; fence_wait waits for a prepared transaction begun before the fence, until it commits" \
+      "$refused|waiting:${held-none}|$(tr -d '\n' <"$work/prepared.txt")" "1|waiting:|waited"
 
 "$root/test/scale/cluster" stop "$work/set"
 check "the set-up is torn down" "$(ls -A "$work/set" | wc -l)" "0"
