@@ -181,7 +181,10 @@ extern char *es_entity_string(const EsEntity *entity);
 /* feed.c */
 extern void es_feed_init(void);
 extern int64 es_feed_draw_position(Oid seqoid);
-extern Snapshot es_feed_snapshot(int64 *horizon);
+/* What a feed scan reads, for its horizon (es_feed_snapshot) */
+#define ES_FEED_EVENTS		0x01
+#define ES_FEED_SNAPSHOTS	0x02
+extern Snapshot es_feed_snapshot(int which, int64 *horizon);
 
 /* read.c */
 typedef void (*EsFeedEmit) (TupleTableSlot *slot, void *arg);

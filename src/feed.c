@@ -271,17 +271,22 @@ es_feed_index_max(Oid heapid, Oid indexid)
 }
 
 /*
- * The highest position drawn and written, committed or not (0 if none):
- * of the events, and from 0.5.0 on of the snapshot changes, which draw
- * from the same positions (snapchanges.c).
+ * The highest position drawn and written, committed or not (0 if none),
+ * of the events and/or (from 0.5.0 on) of the snapshot changes, which draw
+ * from the same positions (snapchanges.c).  A reader of one of the two
+ * needs only its own index: any of its positions at or below that index's
+ * highest key was drawn before the reader read it, which is all the
+ * argument above asks; the other's positions are gaps to it.
  */
 static int64
-es_feed_max_position(void)
+es_feed_max_position(int which)
 {
 	const EsCatalog *cat = es_catalog();
-	int64		max = es_feed_index_max(cat->events, cat->events_position_key);
+	int64		max = 0;
 
-	if (OidIsValid(cat->snapshots_change_key))
+	if (which & ES_FEED_EVENTS)
+		max = es_feed_index_max(cat->events, cat->events_position_key);
+	if ((which & ES_FEED_SNAPSHOTS) && OidIsValid(cat->snapshots_change_key))
 		max = Max(max, es_feed_index_max(cat->snapshots, cat->snapshots_change_key));
 	return max;
 }
@@ -309,9 +314,9 @@ es_feed_slot_value(EsFeedSlot *slot)
  * is skipped: a transaction reads its own appends, as with any query.
  */
 static int64
-es_feed_shared_horizon(void)
+es_feed_shared_horizon(int which)
 {
-	uint64		horizon = (uint64) es_feed_max_position() + 1;
+	uint64		horizon = (uint64) es_feed_max_position(which) + 1;
 	int			self = MyProc->pgprocno;
 
 	pg_memory_barrier();
@@ -334,11 +339,12 @@ es_feed_shared_horizon(void)
 
 /*
  * A registered snapshot for a feed scan, and the horizon that goes with it:
- * the scan must return only positions below *horizon.  The caller
+ * the scan must return only positions below *horizon.  "which" says what
+ * the scan reads (ES_FEED_EVENTS, ES_FEED_SNAPSHOTS or both).  The caller
  * unregisters the snapshot.
  */
 Snapshot
-es_feed_snapshot(int64 *horizon)
+es_feed_snapshot(int which, int64 *horizon)
 {
 	Snapshot	snap;
 
@@ -366,7 +372,7 @@ es_feed_snapshot(int64 *horizon)
 		CommandCounterIncrement();
 	if (feed_shared != NULL)
 	{
-		*horizon = es_feed_shared_horizon();
+		*horizon = es_feed_shared_horizon(which);
 		pg_memory_barrier();
 		return RegisterSnapshot(GetLatestSnapshot());
 	}
@@ -383,7 +389,7 @@ es_feed_snapshot(int64 *horizon)
 		 */
 		(void) LockAcquire(&tag, ExclusiveLock, false, false);
 		snap = RegisterSnapshot(GetLatestSnapshot());
-		*horizon = es_feed_max_position() + 1;
+		*horizon = es_feed_max_position(which) + 1;
 		LockRelease(&tag, ExclusiveLock, false);
 		return snap;
 	}
@@ -396,7 +402,7 @@ Datum
 eventsourced_feed_horizon(PG_FUNCTION_ARGS)
 {
 	int64		horizon;
-	Snapshot	snap = es_feed_snapshot(&horizon);
+	Snapshot	snap = es_feed_snapshot(ES_FEED_EVENTS | ES_FEED_SNAPSHOTS, &horizon);
 
 	UnregisterSnapshot(snap);
 	PG_RETURN_INT64(horizon);

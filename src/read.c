@@ -175,7 +175,7 @@ es_feed_scan_policies(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int6
 	plan = SPI_prepare(feed_policy_sql[by_type], by_type ? 4 : 3, (Oid *) argtypes);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	snap = es_feed_snapshot(&horizon);
+	snap = es_feed_snapshot(ES_FEED_EVENTS, &horizon);
 	values[0] = Int64GetDatum(req->after_position);
 	values[1] = Int64GetDatum(horizon);
 	values[2] = Int64GetDatum((int64) req->max_count);
@@ -267,7 +267,7 @@ es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int64 *resume
 	es_check_shape(events, Natts_es_events, es_events_types);
 	posatt = es_feed_index(req, &index, keys, &nkeys);
 
-	snap = es_feed_snapshot(&horizon);
+	snap = es_feed_snapshot(ES_FEED_EVENTS, &horizon);
 	slot = table_slot_create(events, NULL);
 	scan = index_beginscan(events, index, snap, nkeys, 0);
 	scan->xs_want_itup = true;

@@ -103,7 +103,7 @@ es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, T
 	plan = SPI_prepare(snapshot_changes_sql, 3, (Oid *) argtypes);
 	if (plan == NULL)
 		elog(ERROR, "SPI_prepare failed: %s", SPI_result_code_string(SPI_result));
-	snap = es_feed_snapshot(&horizon);
+	snap = es_feed_snapshot(ES_FEED_SNAPSHOTS, &horizon);
 	args[0] = Int64GetDatum(after);
 	args[1] = Int64GetDatum(horizon);
 	args[2] = Int64GetDatum((int64) max_count);
