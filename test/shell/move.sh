@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 19 (test/run fails when a different number of checks ran)
+# checks: 20 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -87,6 +87,12 @@ q "$proxy" "SELECT eventsourced.append('mvj', 'm' || i, NULL, 'E' || k, jsonb_bu
              WHERE eventsourced.entity_partition('mvb', 'm' || i) = $p;
             SELECT eventsourced.save_snapshot_bytes('mvb', 'm' || i, 2, '\\xbeef'::bytea)
               FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvb', 'm' || i) = $p" >/dev/null
+# the target's snapshot changes run ahead of the source's: a reader of the
+# target's snapshot_changes() is past every change the source drew
+tid=$(q "$proxy" "SELECT 't' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvt', 't' || i) = 1")
+q "$proxy" "SELECT eventsourced.append('mvt', '$tid', 0, ARRAY(SELECT eventsourced.event('E', '{}') FROM generate_series(1, 3000)));
+            SELECT eventsourced.save_snapshot('mvt', '$tid', 3000, '{}')" >/dev/null
+read_snapshots=$(q "${shard[1]}" "SELECT max(change) FROM eventsourced.snapshot_changes(0, 100000)")
 jfirst=$(q "$proxy" "SELECT 'm' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvj', 'm' || i) = $p")
 other=$(q "$proxy" "SELECT 's' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('wr', 's' || i) <> $p")
 hot=$(q "$proxy" "SELECT 'h' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('hot', 'h' || i) = $p")
@@ -185,9 +191,16 @@ events="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s
 moved="$events AND entity_type IN ('mv', 'mvj', 'mvb')"
 check "every event of the partition is on the target: seq_nos, types, payloads, metadata, event ids, binary" \
       "$(q "${shard[1]}" "$moved")" "$(q "${shard[0]}" "$moved")"
+snapshots="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s|%s|%s', entity_type, entity_id, seq_no,
+            state, recorded_at, state_bytes), E'\n' ORDER BY entity_type, entity_id))
+          FROM eventsourced.snapshots WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p"
 check "snapshots (JSON and binary) and command results are on the target, row for row" \
-      "$(rows "${shard[1]}" snapshots 'entity_type, entity_id')|$(rows "${shard[1]}" command_results 'entity_type, entity_id, command_id')" \
-      "$(rows "${shard[0]}" snapshots 'entity_type, entity_id')|$(rows "${shard[0]}" command_results 'entity_type, entity_id, command_id')"
+      "$(q "${shard[1]}" "$snapshots")|$(rows "${shard[1]}" command_results 'entity_type, entity_id, command_id')" \
+      "$(q "${shard[0]}" "$snapshots")|$(rows "${shard[0]}" command_results 'entity_type, entity_id, command_id')"
+check "the moved snapshots draw their changes on the target: a reader of its snapshot_changes() gets every one" \
+      "$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.snapshot_changes($read_snapshots, 100000)
+                          WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p")" \
+      "$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.snapshots WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p")"
 states="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s', s.entity_type, s.entity_id, s.seq_no, s.state),
             E'\n' ORDER BY s.entity_type, s.entity_id))
           FROM eventsourced.entity_states s JOIN eventsourced.entity_types t USING (entity_type)
