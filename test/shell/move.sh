@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 20 (test/run fails when a different number of checks ran)
+# checks: 21 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -259,6 +259,22 @@ check "a staging schema of another role on the target stops the mover" \
       "$?|$(grep -o 'schema eventsourced_move on the target belongs to another role' "$work/move3.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.events WHERE entity_type = 'mvj' AND entity_id = '$jfirst'")" \
       "1|schema eventsourced_move on the target belongs to another role|4"
 q "${shard[0]}" "DROP SCHEMA eventsourced_move; DROP ROLE intruder" >/dev/null
+# any role may take the advisory key of the partition's lock on the target:
+# the mover stops, naming the holder, instead of waiting forever
+q "${shard[0]}" "CREATE ROLE squatter LOGIN" >/dev/null
+(timeout 300 psql -X -q -d "${conn[0]} user=squatter" -c "SELECT pg_advisory_lock(1163087184, $p)" \
+     -c "SELECT pg_sleep(300)" >/dev/null 2>&1 &)
+squatting() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                                   WHERE l.locktype = 'advisory' AND l.granted AND a.usename = 'squatter'")" = 1 ]; }
+wait_for squatting
+(timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --lock-wait 1 >"$work/move3.txt" 2>&1) 2>/dev/null
+check "a session of another role holding the partition's lock on the target stops the mover, which names it" \
+      "$?|$(grep -o "the lock of partition $p on the target is held by pid [0-9]* (role squatter)" "$work/move3.txt" | sed 's/pid [0-9]*/pid N/')|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $p = ANY (partitions)")" \
+      "1|the lock of partition $p on the target is held by pid N (role squatter)|1"
+q "${shard[0]}" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'squatter'" >/dev/null
+gone() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_stat_activity WHERE usename = 'squatter'")" = 0 ]; }
+wait_for gone
+q "${shard[0]}" "DROP ROLE squatter" >/dev/null
 timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
       "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
