@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 21 (test/run fails when a different number of checks ran)
+# checks: 22 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -275,9 +275,22 @@ q "${shard[0]}" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE us
 gone() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_stat_activity WHERE usename = 'squatter'")" = 0 ]; }
 wait_for gone
 q "${shard[0]}" "DROP ROLE squatter" >/dev/null
-timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1
+# while it moves back, the old server stays fenced for everyone but the
+# mover: a write sent there directly (a stale proxy) is refused
+cat >"$work/hook_back" <<HOOK
+#!/usr/bin/env bash
+[ "\$1" = applied ] || exit 0
+psql -X -q -t -A -v VERBOSITY=verbose -d "${shard[0]}" \
+     -c "SELECT eventsourced.append('mvj', '$jfirst', 5, 'Stale', '{}')" >>"$work/back.txt" 2>&1
+exit 0
+HOOK
+chmod +x "$work/hook_back"
+timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --hook "$work/hook_back" >"$work/move3.txt" 2>&1
+back=$?
+check "while the partition moves back, the old server refuses a write to it with 40001 (it stays fenced until verified)" \
+      "$(grep -m1 '^ERROR' "$work/back.txt")" "ERROR:  40001: partition $p of 16 is fenced on this server"
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
-      "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
+      "$back|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
       "0|01|$(q "${shard[1]}" "$events")|6"
 
 # A transaction that wrote to an entity cannot be prepared (it holds a
