@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 22 (test/run fails when a different number of checks ran)
+# checks: 23 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -59,6 +59,19 @@ q "$stale" "CREATE EXTENSION eventsourced_proxy CASCADE;
     CREATE USER MAPPING FOR postgres SERVER eventsourced_cluster OPTIONS (user 'postgres')" >/dev/null
 check "scale set-up starts, with a second (stale) proxy" \
       "$(q "$stale" "SELECT count(*) FROM eventsourced.shards()")" "2"
+
+# --- an event id of a partition that the target holds for another entity
+# (event_id is unique per server only): the mover refuses before fencing
+cpart=$(q "$proxy" "SELECT min(x) FROM eventsourced.shards(), unnest(partitions) x WHERE shard = 0 AND x NOT IN ($p, 4)")
+cid=$(q "$proxy" "SELECT 'c' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('col', 'c' || i) = $cpart")
+cother=$(q "$proxy" "SELECT 'c' || min(i) FROM generate_series(1, 300) i
+                      WHERE eventsourced.entity_partition('col', 'c' || i) IN (SELECT unnest(partitions) FROM eventsourced.shards() WHERE shard = 1)")
+q "$proxy" "SELECT eventsourced.append('col', '$cid', 0, 'E', '{}', NULL, '00000000-0000-0000-0000-00000000c011');
+            SELECT eventsourced.append('col', '$cother', 0, 'E', '{}', NULL, '00000000-0000-0000-0000-00000000c011')" >/dev/null
+(timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $cpart "${conn[1]}" >"$work/collide.txt" 2>&1) 2>/dev/null
+check "an event id of the partition taken on the target by another entity: refused before fencing, naming it" \
+      "$?|$(grep -o "the target holds event ids of partition $cpart for other entities: 00000000-0000-0000-0000-00000000c011 (col/$cother on the target, col/$cid on the source); nothing was fenced" "$work/collide.txt" | wc -l)|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $cpart = ANY (partitions)")" \
+      "1|1|0|0"
 
 # --- the moving partition's entities: commands (cached states, snapshot
 # claims, command results), JSON events with metadata and ids and a
