@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 23 (test/run fails when a different number of checks ran)
+# checks: 26 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -72,6 +72,11 @@ q "$proxy" "SELECT eventsourced.append('col', '$cid', 0, 'E', '{}', NULL, '00000
 check "an event id of the partition taken on the target by another entity: refused before fencing, naming it" \
       "$?|$(grep -o "the target holds event ids of partition $cpart for other entities: 00000000-0000-0000-0000-00000000c011 (col/$cother on the target, col/$cid on the source); nothing was fenced" "$work/collide.txt" | wc -l)|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $cpart = ANY (partitions)")" \
       "1|1|0|0"
+# the source named by another connection string is no target
+(timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $cpart "${conn[0]} application_name=same" >"$work/same.txt" 2>&1) 2>/dev/null
+check "a target that is the source's system and database under another name is refused, nothing fenced" \
+      "$?|$(grep -c 'the target is the source (the same system and database' "$work/same.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")" \
+      "1|1|0"
 
 # --- the moving partition's entities: commands (cached states, snapshot
 # claims, command results), JSON events with metadata and ids and a
@@ -295,16 +300,30 @@ cat >"$work/hook_back" <<HOOK
 [ "\$1" = applied ] || exit 0
 psql -X -q -t -A -v VERBOSITY=verbose -d "${shard[0]}" \
      -c "SELECT eventsourced.append('mvj', '$jfirst', 5, 'Stale', '{}')" >>"$work/back.txt" 2>&1
+# a snapshot claim lost on the target: the verification must see it
+psql -X -q -d "${shard[0]}" -c "DELETE FROM eventsourced.snapshot_generations WHERE entity_type = 'mv' AND entity_id = '$first'"
 exit 0
 HOOK
 chmod +x "$work/hook_back"
-timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --hook "$work/hook_back" >"$work/move3.txt" 2>&1
+(timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --hook "$work/hook_back" >"$work/move3.txt" 2>&1) 2>/dev/null
 back=$?
 check "while the partition moves back, the old server refuses a write to it with 40001 (it stays fenced until verified)" \
       "$(grep -m1 '^ERROR' "$work/back.txt")" "ERROR:  40001: partition $p of 16 is fenced on this server"
+check "a snapshot claim missing on the target fails the verification; both sides stay fenced, unswitched" \
+      "$back|$(grep -c 'the target does not hold the source' "$work/move3.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $p = ANY (partitions)")" \
+      "1|1|11|1"
+timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1
+back=$?
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
       "$back|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
       "0|01|$(q "${shard[1]}" "$events")|6"
+# a staging table left by a mover that stopped after the switch: a run
+# that finds the partition on its target drops it
+q "${shard[0]}" "CREATE TABLE eventsourced_move.p${p}_done (x int)" >/dev/null
+timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move4.txt" 2>&1
+check "no staging tables are left on either server after the moves, nor after a run that finds the partition moved" \
+      "$?|$(tail -1 "$work/move4.txt")|$(q "${shard[0]}" "SELECT count(*) FROM pg_tables WHERE schemaname = 'eventsourced_move'")$(q "${shard[1]}" "SELECT count(*) FROM pg_tables WHERE schemaname = 'eventsourced_move'")" \
+      "0|partition $p of 16 is on ${conn[0]} already|00"
 
 # A transaction that wrote to an entity cannot be prepared (it holds a
 # position or a snapshot change in flight), so no prepared transaction can
