@@ -20,7 +20,8 @@
  * fence_wait(), called in a new transaction after the fence committed,
  * waits for every transaction of the database that is running then (as
  * CREATE INDEX CONCURRENTLY waits for older snapshots; prepared ones too),
- * so after it returns no write to the partition can still commit.  Writers
+ * so after it returns no write to the partition can still commit; it
+ * leaves lazy VACUUMs out (PROC_IN_VACUUM), which write no events.  Writers
  * never wait for a fence.  Concurrent fence_wait() calls (moves of several
  * partitions) leave each other out: each holds a lock that marks it, and a
  * transaction that called fence_wait() may not write, nor may one that
@@ -341,7 +342,7 @@ es_vxid_listed(VirtualTransactionId vxid, const VirtualTransactionId *list)
 
 /*
  * fence_wait(): wait for every transaction of this database running now
- * (but other callers of fence_wait), so that afterwards no write that
+ * (but other callers of fence_wait and VACUUMs), so that afterwards no write that
  * missed a fence committed so far can commit.  It must run in a
  * transaction of its own, after the fence's.
  */
@@ -363,7 +364,8 @@ eventsourced_fence_wait(PG_FUNCTION_ARGS)
 	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_FENCE_WAIT);
 	(void) LockAcquire(&tag, ShareLock, false, false);
 	fence_wait_lxid = MyProc->lxid;
-	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, 0, &n);
+	/* a lazy VACUUM writes no events: left out, as CREATE INDEX CONCURRENTLY does */
+	running = GetCurrentVirtualXIDs(InvalidTransactionId, false, false, PROC_IN_VACUUM, &n);
 	waiters = GetLockConflicts(&tag, ExclusiveLock, NULL);
 	for (int i = 0; i < n; i++)
 	{

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 19 (test/run fails when a different number of checks ran)
+# checks: 26 (test/run fails when a different number of checks ran)
 # Moving a partition (docs/scale-out.md, "Moving a partition"):
 # test/scale/cluster starts two shards and a proxy (ports PGPORT + 12 to
 # + 14), a second proxy database keeps the old cluster definition (a stale
@@ -60,6 +60,24 @@ q "$stale" "CREATE EXTENSION eventsourced_proxy CASCADE;
 check "scale set-up starts, with a second (stale) proxy" \
       "$(q "$stale" "SELECT count(*) FROM eventsourced.shards()")" "2"
 
+# --- an event id of a partition that the target holds for another entity
+# (event_id is unique per server only): the mover refuses before fencing
+cpart=$(q "$proxy" "SELECT min(x) FROM eventsourced.shards(), unnest(partitions) x WHERE shard = 0 AND x NOT IN ($p, 4)")
+cid=$(q "$proxy" "SELECT 'c' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('col', 'c' || i) = $cpart")
+cother=$(q "$proxy" "SELECT 'c' || min(i) FROM generate_series(1, 300) i
+                      WHERE eventsourced.entity_partition('col', 'c' || i) IN (SELECT unnest(partitions) FROM eventsourced.shards() WHERE shard = 1)")
+q "$proxy" "SELECT eventsourced.append('col', '$cid', 0, 'E', '{}', NULL, '00000000-0000-0000-0000-00000000c011');
+            SELECT eventsourced.append('col', '$cother', 0, 'E', '{}', NULL, '00000000-0000-0000-0000-00000000c011')" >/dev/null
+(timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $cpart "${conn[1]}" >"$work/collide.txt" 2>&1) 2>/dev/null
+check "an event id of the partition taken on the target by another entity: refused before fencing, naming it" \
+      "$?|$(grep -o "the target holds event ids of partition $cpart for other entities: 00000000-0000-0000-0000-00000000c011 (col/$cother on the target, col/$cid on the source); nothing was fenced" "$work/collide.txt" | wc -l)|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $cpart = ANY (partitions)")" \
+      "1|1|0|0"
+# the source named by another connection string is no target
+(timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $cpart "${conn[0]} application_name=same" >"$work/same.txt" 2>&1) 2>/dev/null
+check "a target that is the source's system and database under another name is refused, nothing fenced" \
+      "$?|$(grep -c 'the target is the source (the same system and database' "$work/same.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")" \
+      "1|1|0"
+
 # --- the moving partition's entities: commands (cached states, snapshot
 # claims, command results), JSON events with metadata and ids and a
 # snapshot, binary events and a binary snapshot
@@ -87,6 +105,12 @@ q "$proxy" "SELECT eventsourced.append('mvj', 'm' || i, NULL, 'E' || k, jsonb_bu
              WHERE eventsourced.entity_partition('mvb', 'm' || i) = $p;
             SELECT eventsourced.save_snapshot_bytes('mvb', 'm' || i, 2, '\\xbeef'::bytea)
               FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvb', 'm' || i) = $p" >/dev/null
+# the target's snapshot changes run ahead of the source's: a reader of the
+# target's snapshot_changes() is past every change the source drew
+tid=$(q "$proxy" "SELECT 't' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvt', 't' || i) = 1")
+q "$proxy" "SELECT eventsourced.append('mvt', '$tid', 0, ARRAY(SELECT eventsourced.event('E', '{}') FROM generate_series(1, 3000)));
+            SELECT eventsourced.save_snapshot('mvt', '$tid', 3000, '{}')" >/dev/null
+read_snapshots=$(q "${shard[1]}" "SELECT max(change) FROM eventsourced.snapshot_changes(0, 100000)")
 jfirst=$(q "$proxy" "SELECT 'm' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('mvj', 'm' || i) = $p")
 other=$(q "$proxy" "SELECT 's' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('wr', 's' || i) <> $p")
 hot=$(q "$proxy" "SELECT 'h' || min(i) FROM generate_series(1, 300) i WHERE eventsourced.entity_partition('hot', 'h' || i) = $p")
@@ -185,9 +209,16 @@ events="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s|%s|%s|%s|%s
 moved="$events AND entity_type IN ('mv', 'mvj', 'mvb')"
 check "every event of the partition is on the target: seq_nos, types, payloads, metadata, event ids, binary" \
       "$(q "${shard[1]}" "$moved")" "$(q "${shard[0]}" "$moved")"
+snapshots="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s|%s|%s', entity_type, entity_id, seq_no,
+            state, recorded_at, state_bytes), E'\n' ORDER BY entity_type, entity_id))
+          FROM eventsourced.snapshots WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p"
 check "snapshots (JSON and binary) and command results are on the target, row for row" \
-      "$(rows "${shard[1]}" snapshots 'entity_type, entity_id')|$(rows "${shard[1]}" command_results 'entity_type, entity_id, command_id')" \
-      "$(rows "${shard[0]}" snapshots 'entity_type, entity_id')|$(rows "${shard[0]}" command_results 'entity_type, entity_id, command_id')"
+      "$(q "${shard[1]}" "$snapshots")|$(rows "${shard[1]}" command_results 'entity_type, entity_id, command_id')" \
+      "$(q "${shard[0]}" "$snapshots")|$(rows "${shard[0]}" command_results 'entity_type, entity_id, command_id')"
+check "the moved snapshots draw their changes on the target: a reader of its snapshot_changes() gets every one" \
+      "$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.snapshot_changes($read_snapshots, 100000)
+                          WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p")" \
+      "$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.snapshots WHERE eventsourced.entity_hash(entity_type, entity_id) & 15 = $p")"
 states="SELECT count(*) || ' ' || md5(string_agg(format('%s|%s|%s|%s', s.entity_type, s.entity_id, s.seq_no, s.state),
             E'\n' ORDER BY s.entity_type, s.entity_id))
           FROM eventsourced.entity_states s JOIN eventsourced.entity_types t USING (entity_type)
@@ -246,10 +277,53 @@ check "a staging schema of another role on the target stops the mover" \
       "$?|$(grep -o 'schema eventsourced_move on the target belongs to another role' "$work/move3.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.events WHERE entity_type = 'mvj' AND entity_id = '$jfirst'")" \
       "1|schema eventsourced_move on the target belongs to another role|4"
 q "${shard[0]}" "DROP SCHEMA eventsourced_move; DROP ROLE intruder" >/dev/null
+# any role may take the advisory key of the partition's lock on the target:
+# the mover stops, naming the holder, instead of waiting forever
+q "${shard[0]}" "CREATE ROLE squatter LOGIN" >/dev/null
+(timeout 300 psql -X -q -d "${conn[0]} user=squatter" -c "SELECT pg_advisory_lock(1163087184, $p)" \
+     -c "SELECT pg_sleep(300)" >/dev/null 2>&1 &)
+squatting() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a USING (pid)
+                                   WHERE l.locktype = 'advisory' AND l.granted AND a.usename = 'squatter'")" = 1 ]; }
+wait_for squatting
+(timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --lock-wait 1 >"$work/move3.txt" 2>&1) 2>/dev/null
+check "a session of another role holding the partition's lock on the target stops the mover, which names it" \
+      "$?|$(grep -o "the lock of partition $p on the target is held by pid [0-9]* (role squatter)" "$work/move3.txt" | sed 's/pid [0-9]*/pid N/')|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $p = ANY (partitions)")" \
+      "1|the lock of partition $p on the target is held by pid N (role squatter)|1"
+q "${shard[0]}" "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE usename = 'squatter'" >/dev/null
+gone() { [ "$(q "${shard[0]}" "SELECT count(*) FROM pg_stat_activity WHERE usename = 'squatter'")" = 0 ]; }
+wait_for gone
+q "${shard[0]}" "DROP ROLE squatter" >/dev/null
+# while it moves back, the old server stays fenced for everyone but the
+# mover: a write sent there directly (a stale proxy) is refused
+cat >"$work/hook_back" <<HOOK
+#!/usr/bin/env bash
+[ "\$1" = applied ] || exit 0
+psql -X -q -t -A -v VERBOSITY=verbose -d "${shard[0]}" \
+     -c "SELECT eventsourced.append('mvj', '$jfirst', 5, 'Stale', '{}')" >>"$work/back.txt" 2>&1
+# a snapshot claim lost on the target: the verification must see it
+psql -X -q -d "${shard[0]}" -c "DELETE FROM eventsourced.snapshot_generations WHERE entity_type = 'mv' AND entity_id = '$first'"
+exit 0
+HOOK
+chmod +x "$work/hook_back"
+(timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" --hook "$work/hook_back" >"$work/move3.txt" 2>&1) 2>/dev/null
+back=$?
+check "while the partition moves back, the old server refuses a write to it with 40001 (it stays fenced until verified)" \
+      "$(grep -m1 '^ERROR' "$work/back.txt")" "ERROR:  40001: partition $p of 16 is fenced on this server"
+check "a snapshot claim missing on the target fails the verification; both sides stay fenced, unswitched" \
+      "$back|$(grep -c 'the target does not hold the source' "$work/move3.txt")|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "$proxy" "SELECT shard FROM eventsourced.shards() WHERE $p = ANY (partitions)")" \
+      "1|1|11|1"
 timeout 300 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move3.txt" 2>&1
+back=$?
 check "the partition moves back: the old server is unfenced and complete, the other one fenced" \
-      "$?|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
+      "$back|$(q "${shard[0]}" "SELECT count(*) FROM eventsourced.fences")$(q "${shard[1]}" "SELECT count(*) FROM eventsourced.fences WHERE partition = $p")|$(q "${shard[0]}" "$events")|$(q "$proxy" "SELECT eventsourced.append('mvj', '$jfirst', 5, 'E6', '{}')")" \
       "0|01|$(q "${shard[1]}" "$events")|6"
+# a staging table left by a mover that stopped after the switch: a run
+# that finds the partition on its target drops it
+q "${shard[0]}" "CREATE TABLE eventsourced_move.p${p}_done (x int)" >/dev/null
+timeout 120 "$root/test/scale/move_partition" --proxy "$proxy" $p "${conn[0]}" >"$work/move4.txt" 2>&1
+check "no staging tables are left on either server after the moves, nor after a run that finds the partition moved" \
+      "$?|$(tail -1 "$work/move4.txt")|$(q "${shard[0]}" "SELECT count(*) FROM pg_tables WHERE schemaname = 'eventsourced_move'")$(q "${shard[1]}" "SELECT count(*) FROM pg_tables WHERE schemaname = 'eventsourced_move'")" \
+      "0|partition $p of 16 is on ${conn[0]} already|00"
 
 # A transaction that wrote to an entity cannot be prepared (it holds a
 # position or a snapshot change in flight), so no prepared transaction can
