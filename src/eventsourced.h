@@ -159,6 +159,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 /* catalog.c */
 extern void es_catalog_init(void);
 extern bool es_events_subscribed(void);
+extern bool es_snapshots_subscribed(void);
 extern bool es_is_catalog_relation(Oid relid);
 extern const EsCatalog *es_catalog(void);
 extern const Oid es_events_types[Natts_es_events];

@@ -144,6 +144,12 @@ eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	es_require_snapshot_changes();
 	es_check_select(es_catalog()->snapshots);
+	if (es_snapshots_subscribed())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("snapshot changes cannot be read where eventsourced.snapshots is a logical replication target"),
+				 errdetail("The publisher's transactions arrive in commit order; which changes are still in flight is known only on the publisher."),
+				 errhint("Read snapshot_changes() on the publisher.")));
 	if (max_count > 0)
 		es_snapshot_changes_scan(after, max_count, rsinfo->setResult, rsinfo->setDesc);
 	return (Datum) 0;
