@@ -136,6 +136,7 @@ typedef struct EsFeedRequest
 extern void es_position_init(void);
 extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
+extern int64 es_position_from_sequence(Oid seqid);
 extern void es_position_forget(void);
 extern void es_position_database_dropped(Oid dboid);
 
@@ -181,7 +182,7 @@ extern char *es_entity_string(const EsEntity *entity);
 
 /* feed.c */
 extern void es_feed_init(void);
-extern int64 es_feed_draw_position(Oid seqoid);
+extern int64 es_feed_draw_position(Oid seqoid, bool from_sequence);
 extern Snapshot es_feed_snapshot(int64 *horizon);
 
 /* read.c */

@@ -158,16 +158,21 @@ eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(eventsourced_draw_snapshot_change);
 
 /*
- * A change number for a snapshot stored before 0.5.0: the update script
- * numbers them with it, then drops the function.  Refused elsewhere.
+ * draw_snapshot_change(): the default of snapshots.change, for rows that
+ * come without one: snapshots stored before 0.5.0 (numbered by the update
+ * script) and those of a 0.4.0 dump restored into 0.5.0, whose COPY has no
+ * change column.  A restore sets the position sequence back to the dump's
+ * value after the tables' data, so the number is nextval() of the sequence,
+ * not one of a block of positions (whose end, set in the sequence, the
+ * restore would overwrite): a 0.4.0 store has at least as many positions as
+ * snapshots, so the restored value is above every change drawn here, and
+ * this database's block, if any, is given up.  snapshot.c's writes set the
+ * change themselves.
  */
 Datum
 eventsourced_draw_snapshot_change(PG_FUNCTION_ARGS)
 {
-	if (!creating_extension)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("snapshot change numbers are drawn only by ALTER EXTENSION eventsourced UPDATE")));
 	PreventCommandIfParallelMode("eventsourced.draw_snapshot_change()");
-	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq));
+	es_position_forget();
+	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq, true));
 }
