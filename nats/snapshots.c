@@ -275,6 +275,7 @@ snapshots_step(Relay *r, bool *more)
 		return OUTCOME_RETRY;
 	if (outcome == OUTCOME_OK && rows > 0)
 		verbose(r, "snapshots: %d changes, checkpoint %lld", rows, (long long) done);
-	*more = outcome == OUTCOME_OK && !wait && rows == SNAPSHOT_BATCH;
+	/* a page of large states ends early (64 MB): any rows, read on */
+	*more = outcome == OUTCOME_OK && !wait && rows > 0;
 	return outcome;
 }

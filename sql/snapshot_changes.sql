@@ -96,3 +96,18 @@ REVOKE ALL ON eventsourced.snapshots FROM es_sc_reader;
 REVOKE ALL ON FUNCTION eventsourced.snapshot_changes(bigint, integer) FROM es_sc_reader;
 REVOKE ALL ON SCHEMA eventsourced FROM es_sc_reader;
 DROP ROLE es_sc_reader;
+
+-- A JSON state whose text form could not be read back (over 1 GB: a
+-- control character is six bytes of text) is refused when saved, and
+-- nothing is written
+SELECT eventsourced.append('big', 'b' || i, 0, 'Made', '{}') FROM generate_series(1, 3) i;
+SELECT max(change) AS before_big FROM eventsourced.snapshots \gset
+SELECT eventsourced.save_snapshot('big', 'b1', 1, to_jsonb(repeat(chr(1), 180000000)));
+SELECT count(*) FROM eventsourced.snapshots WHERE entity_type = 'big';
+-- a page ends once it holds 64 MB of states (at least one change): large
+-- states are read a few at a time, and the reader goes on from the last
+SELECT eventsourced.save_snapshot('big', 'b' || i, 1, to_jsonb(repeat('y', 40000000)))
+  FROM generate_series(1, 3) i;
+SELECT entity_id, octet_length(state) FROM eventsourced.snapshot_changes(:before_big, 10);
+SELECT max(change) AS after_b2 FROM eventsourced.snapshots WHERE entity_id = 'b2' \gset
+SELECT entity_id, octet_length(state) FROM eventsourced.snapshot_changes(:after_b2, 10);

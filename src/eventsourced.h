@@ -248,6 +248,9 @@ extern int	es_snapshots_natts(void);
 extern bool es_fetch_snapshot_as_caller(const EsEntity *entity, int64 *seq_no, Datum *state,
 										bool *binary);
 
+/* statetext.c */
+extern void es_check_state_text(Datum state);
+
 /* write.c */
 typedef struct EsTableWriter
 {

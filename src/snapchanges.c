@@ -19,6 +19,7 @@
  */
 #include "eventsourced.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -30,6 +31,8 @@
 
 /* Columns of snapshot_changes() */
 #define ES_SNAPSHOT_CHANGE_COLS	6
+/* The state's column among them */
+#define ES_SNAPSHOT_CHANGE_STATE	4
 
 /*
  * The changes as a plain query by the caller (its SELECT grant and any
@@ -85,8 +88,16 @@ es_require_snapshot_changes(void)
 }
 
 /*
- * Run the query with the feed's snapshot and horizon, copying its rows
- * into the SRF's result.
+ * The state bytes after which a page ends (it holds at least one change):
+ * a page of max_count large states would otherwise hold them all in memory
+ * at once.  A reader goes on from the last change it received.
+ */
+#define ES_SNAPSHOT_PAGE_BYTES	((Size) 64 * 1024 * 1024)
+
+/*
+ * Run the query with the feed's snapshot and horizon through a cursor,
+ * copying its rows one at a time into the SRF's result (a tuplestore,
+ * which goes to disk beyond work_mem) until the page is full.
  */
 static void
 es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, TupleDesc desc)
@@ -97,6 +108,8 @@ es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, T
 	int64		horizon;
 	Snapshot	snap;
 	SPIPlanPtr	plan;
+	Portal		portal;
+	Size		bytes = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -107,22 +120,31 @@ es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, T
 	args[0] = Int64GetDatum(after);
 	args[1] = Int64GetDatum(horizon);
 	args[2] = Int64GetDatum((int64) max_count);
-	if (SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "snapshot changes query failed");
+	/* a read-only cursor runs with the active snapshot: the feed's */
+	PushActiveSnapshot(snap);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	PopActiveSnapshot();
 	UnregisterSnapshot(snap);
-	if (SPI_tuptable->tupdesc->natts != ES_SNAPSHOT_CHANGE_COLS)
-		elog(ERROR, "snapshot changes query returned %d columns", SPI_tuptable->tupdesc->natts);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	while (bytes < ES_SNAPSHOT_PAGE_BYTES)
 	{
 		Datum		values[ES_SNAPSHOT_CHANGE_COLS];
 		bool		nulls[ES_SNAPSHOT_CHANGE_COLS];
 		MemoryContext old;
 
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			break;
+		if (SPI_tuptable->tupdesc->natts != ES_SNAPSHOT_CHANGE_COLS)
+			elog(ERROR, "snapshot changes query returned %d columns", SPI_tuptable->tupdesc->natts);
+		heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
+		if (!nulls[ES_SNAPSHOT_CHANGE_STATE])
+			bytes += toast_raw_datum_size(values[ES_SNAPSHOT_CHANGE_STATE]);
 		old = MemoryContextSwitchTo(caller_cxt);
 		tuplestore_putvalues(store, desc, values, nulls);
 		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
 	}
+	SPI_cursor_close(portal);
 	SPI_finish();
 }
 

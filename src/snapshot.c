@@ -82,6 +82,8 @@ es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 	bool		isnull;
 	bool		newer;
 
+	if (!binary)
+		es_check_state_text(state);
 	old = es_open_entity_row(&w, cat->snapshots, cat->snapshots_pkey, es_snapshots_natts(),
 							 es_snapshots_types, entity);
 	newer = old != NULL &&
