@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 39 (test/run fails when a different number of checks ran)
+# checks: 40 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -360,6 +360,27 @@ timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name main --snapshots -
 check "a snapshot larger than max_payload is skipped, named; the next one is mirrored" \
     "$?:$(grep -c "skipping snapshot change $huge: its value takes" "$work/huge.log"):$("$work/consumer" "$nurl" KV_snapshots_cart | grep -c $'\t\\$KV.snapshots_cart.after-huge\t'):$(q "SELECT snapshot_change = (SELECT max(change) FROM eventsourced.snapshots) FROM eventsourced_nats.relays WHERE name = 'main'")" \
     "0:1:1:t"
+
+# A stream with a long gap of deleted messages (purges, limits): the
+# snapshot of an event behind the gap is found (the relay asks the server
+# for the first message at or after a sequence, whatever lies between).
+q "SELECT eventsourced.append('gapt', 'g0', 0, 'E', '{}');
+   SELECT eventsourced.append('gapt', 'f' || i, 0, 'E', '{}') FROM generate_series(1, 150) i;
+   SELECT eventsourced.append('gapt', 'g1', 0, 'E', '{}');
+   SELECT eventsourced.append('gapt', 'g1', 1, 'E', '{}')" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name gap --stream gap --types gapt \
+    --exit-when-idle >"$work/gap.log" 2>&1
+"$work/consumer" "$nurl" --delete gap 2 151 || echo "# the consumer could not delete messages"
+q "SELECT eventsourced.save_snapshot('gapt', 'g1', 1, '{\"gap\": 1}')" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name gap --stream gap --types gapt \
+    --snapshots --exit-when-idle >>"$work/gap.log" 2>&1
+gap_rc=$?
+gap_seq=$("$work/consumer" "$nurl" gap | awk -F'\t' '$2 == "gap.gapt.g1" && $5 == 1 { print $1 }')
+check "a snapshot of an event behind 150 deleted stream messages is mirrored with its stream sequence" \
+    "$gap_rc:$("$work/consumer" "$nurl" gap | grep -c deleted):$("$work/consumer" "$nurl" KV_snapshots_gapt |
+        awk -F'\t' '$2 == "$KV.snapshots_gapt.g1" { print $9 }' | xxd -r -p |
+        protoc --decode=eventsourced.Snapshot "${proto[@]}" | grep '^seq_no')" "0:150:seq_no: ${gap_seq:-none}"
+show "$work/gap.log" 4
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
