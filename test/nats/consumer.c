@@ -11,6 +11,7 @@
  *        consumer NATS_URL --send SUBJECT REPLY_SUBJECT BODY   (a request, no wait)
  *        consumer NATS_URL --publish SUBJECT BODY KEY=VALUE...  (into JetStream)
  *        consumer NATS_URL --delete STREAM FROM TO   (deletes sequences FROM..TO)
+ *        consumer NATS_URL --kv-create BUCKET MAX_VALUE_SIZE
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
  * Eventsourced-Event-Id, Eventsourced-Metadata ("-" when absent), TAB the
@@ -130,6 +131,27 @@ delete_range(natsConnection *nc, const char *stream, uint64_t from, uint64_t to)
 	return s == NATS_OK ? 0 : 1;
 }
 
+/* Creates a KV bucket whose values may take at most max_value bytes. */
+static int
+kv_create(natsConnection *nc, const char *bucket, int max_value)
+{
+	jsCtx	   *js = NULL;
+	kvStore    *kv = NULL;
+	kvConfig	cfg;
+	natsStatus	s = natsConnection_JetStream(&js, nc, NULL);
+
+	kvConfig_Init(&cfg);
+	cfg.Bucket = bucket;
+	cfg.MaxValueSize = max_value;
+	if (s == NATS_OK)
+		s = js_CreateKeyValue(&kv, js, &cfg);
+	if (s != NATS_OK)
+		fprintf(stderr, "consumer: %s\n", natsStatus_GetText(s));
+	kvStore_Destroy(kv);
+	jsCtx_Destroy(js);
+	return s == NATS_OK ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -175,6 +197,15 @@ main(int argc, char **argv)
 
 		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
 			rc = delete_range(nc, argv[3], strtoull(argv[4], NULL, 10), strtoull(argv[5], NULL, 10));
+		natsConnection_Destroy(nc);
+		return rc;
+	}
+	if (argc == 5 && strcmp(argv[2], "--kv-create") == 0)
+	{
+		int			rc = 1;
+
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
+			rc = kv_create(nc, argv[3], atoi(argv[4]));
 		natsConnection_Destroy(nc);
 		return rc;
 	}

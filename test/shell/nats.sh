@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 40 (test/run fails when a different number of checks ran)
+# checks: 41 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -381,6 +381,21 @@ check "a snapshot of an event behind 150 deleted stream messages is mirrored wit
         awk -F'\t' '$2 == "$KV.snapshots_gapt.g1" { print $9 }' | xxd -r -p |
         protoc --decode=eventsourced.Snapshot "${proto[@]}" | grep '^seq_no')" "0:150:seq_no: ${gap_seq:-none}"
 show "$work/gap.log" 4
+
+# A KV put that JetStream refuses for good (here a bucket made beforehand
+# with values of at most 64 bytes) is skipped, naming the change and the
+# reason, not retried forever; the next snapshot change is mirrored.
+"$work/consumer" "$nurl" --kv-create snapshots_smallkv 64 || echo "# the consumer could not create the bucket"
+q "SELECT eventsourced.append('smallkv', 's' || i, 0, 'E', '{}') FROM generate_series(1, 2) i;
+   SELECT eventsourced.save_snapshot('smallkv', 's1', 1, jsonb_build_object('big', repeat('x', 200)));
+   SELECT eventsourced.save_snapshot('smallkv', 's2', 1, '{\"ok\": 1}')" >/dev/null
+small=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_type = 'smallkv' AND entity_id = 's1'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name smallkv --stream smallkv --types smallkv \
+    --snapshots --exit-when-idle >"$work/smallkv.log" 2>&1
+check "a KV put refused for good is skipped, naming change and reason; the next one is mirrored" \
+    "$?:$(grep -c "skipping snapshot change $small: KV bucket \"snapshots_smallkv\" refused its value of [0-9]* bytes for good: .*(JetStream error 10054)" "$work/smallkv.log"):$("$work/consumer" "$nurl" KV_snapshots_smallkv | cut -f2 | tr '\n' ' ')" \
+    "0:1:\$KV.snapshots_smallkv.s2 "
+show "$work/smallkv.log" 3
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
