@@ -83,16 +83,54 @@ encode_snapshot(uint64_t seq_no, const char *state, int state_len, size_t *len)
 	return buf;
 }
 
-/* Binds to the bucket, creating it when missing; NULL on failure. */
+/* How many snapshots_* buckets (streams KV_snapshots_*) the account has; -1 on failure. */
+static int
+count_buckets(Relay *r)
+{
+	jsStreamNamesList *list = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = js_StreamNames(&list, r->stream.js, NULL, &jerr);
+	int			n = 0;
+
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot list the streams: %s\n", natsStatus_GetText(s));
+		return -1;
+	}
+	for (int i = 0; i < list->Count; i++)
+		if (strncmp(list->List[i], "KV_" BUCKET_PREFIX, strlen("KV_" BUCKET_PREFIX)) == 0)
+			n++;
+	jsStreamNamesList_Destroy(list);
+	return n;
+}
+
+/*
+ * Binds to the bucket, creating it when missing unless --max-buckets
+ * snapshot buckets exist already (*capped is set then: any role that saves
+ * snapshots could otherwise make the relay create streams without end).
+ * NULL on failure or when capped.
+ */
 static kvStore *
-open_bucket(Relay *r, const char *name)
+open_bucket(Relay *r, const char *name, bool *capped)
 {
 	kvStore    *kv = NULL;
 	natsStatus	s = js_KeyValue(&kv, r->stream.js, name);
 	kvConfig	cfg;
+	int			existing;
 
+	*capped = false;
 	if (s == NATS_NOT_FOUND)
 	{
+		existing = count_buckets(r);
+		if (existing < 0)
+			return NULL;
+		if (existing >= r->opt.max_buckets)
+		{
+			*capped = true;
+			return NULL;
+		}
 		kvConfig_Init(&cfg);
 		cfg.Bucket = name;
 		cfg.History = 1;
@@ -123,18 +161,25 @@ bucket_name(const char *type, int type_len)
 	return name;
 }
 
-/* The bound bucket of that name (bound on first use); NULL on failure. */
+/*
+ * The bound bucket of that name (bound on first use); NULL on failure.  A
+ * bucket --max-buckets kept from being created is remembered for the run
+ * (its kv NULL): that type's snapshots are skipped.
+ */
 static Bucket *
 bucket_of(Relay *r, const char *name)
 {
 	Bucket	   *b;
+	bool		capped;
 
 	for (b = r->buckets; b != NULL; b = b->next)
 		if (strcmp(b->name, name) == 0)
 			return b;
 	b = calloc(1, sizeof(Bucket));
-	b->kv = open_bucket(r, name);
-	if (b->kv == NULL)
+	if (b == NULL)
+		return NULL;
+	b->kv = open_bucket(r, name, &capped);
+	if (b->kv == NULL && !capped)
 	{
 		free(b);
 		return NULL;
@@ -154,7 +199,8 @@ kv_close(Relay *r)
 		Bucket	   *b = r->buckets;
 
 		r->buckets = b->next;
-		kvStore_Destroy(b->kv);
+		if (b->kv != NULL)
+			kvStore_Destroy(b->kv);
 		free(b->name);
 		free(b);
 	}
@@ -260,14 +306,20 @@ kv_put_snapshot(Relay *r, const char *type, int type_len, const char *id, int id
 
 	if (fits(r, bucket, key, stream_seq, state_len, change) && state != NULL)
 	{
+		Bucket	   *b = bucket_of(r, bucket);
+
 		value = encode_snapshot(stream_seq, state, (int) state_len, &len);
-		if (bucket_of(r, bucket) == NULL || value == NULL)
+		if (b == NULL || value == NULL)
 		{
 			fprintf(stderr, PROGRAM_NAME ": putting snapshot change %lld into KV bucket \"%s\""
 					" failed: %s\n", (long long) change, bucket,
 					value == NULL ? "out of memory" : "no bucket");
 			outcome = OUTCOME_RETRY;
 		}
+		else if (b->kv == NULL)
+			fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: KV bucket \"%s\" does not"
+					" exist and %ld snapshot buckets do (--max-buckets)\n", (long long) change,
+					bucket, r->opt.max_buckets);
 		else
 			outcome = put_value(r, bucket, key, value, len, change);
 	}

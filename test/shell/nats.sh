@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 41 (test/run fails when a different number of checks ran)
+# checks: 42 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -396,6 +396,19 @@ check "a KV put refused for good is skipped, naming change and reason; the next 
     "$?:$(grep -c "skipping snapshot change $small: KV bucket \"snapshots_smallkv\" refused its value of [0-9]* bytes for good: .*(JetStream error 10054)" "$work/smallkv.log"):$("$work/consumer" "$nurl" KV_snapshots_smallkv | cut -f2 | tr '\n' ' ')" \
     "0:1:\$KV.snapshots_smallkv.s2 "
 show "$work/smallkv.log" 3
+
+# --max-buckets: no snapshot bucket is created beyond that many; a new
+# type's snapshots are then skipped with a message (a role that saves
+# snapshots of ever new types cannot make the relay create streams without end).
+q "SELECT eventsourced.append('capt', 'c1', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot('capt', 'c1', 1, '{\"cap\": 1}')" >/dev/null
+cap=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_type = 'capt'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name cap --stream cap --types capt \
+    --snapshots --max-buckets 2 --exit-when-idle >"$work/cap.log" 2>&1
+check "beyond --max-buckets a new type's snapshot is skipped, named, and no bucket is made" \
+    "$?:$(grep -c "skipping snapshot change $cap: KV bucket \"snapshots_capt\" does not exist and 2 snapshot buckets do" "$work/cap.log"):$("$work/consumer" "$nurl" KV_snapshots_capt 2>&1 | grep -ci 'not found'):$(q "SELECT snapshot_change >= $cap FROM eventsourced_nats.relays WHERE name = 'cap'")" \
+    "0:1:1:t"
+show "$work/cap.log" 2
 
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
