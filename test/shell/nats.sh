@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 42 (test/run fails when a different number of checks ran)
+# checks: 43 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -410,6 +410,14 @@ check "beyond --max-buckets a new type's snapshot is skipped, named, and no buck
     "0:1:1:t"
 show "$work/cap.log" 2
 
+# A snapshot checkpoint at or above the store's feed horizon (a database
+# restored from a backup) is refused, naming what to do.
+q "UPDATE eventsourced_nats.relays SET snapshot_change = 999999999 WHERE name = 'cap'" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name cap --stream cap --types capt \
+    --snapshots --exit-when-idle >"$work/cap_ahead.log" 2>&1
+check "a snapshot checkpoint above the feed horizon is refused, naming the buckets' purge" \
+    "$?:$(grep -c 'snapshot checkpoint "cap" is at change 999999999, but the store.s feed horizon is [0-9]* (was the database restored from a backup?); refusing to go on: purge the snapshots_\* buckets' "$work/cap_ahead.log")" "1:1"
+
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
 q "SELECT eventsourced.append('cart', 'big-before', 0, 'Small', '{}')" >/dev/null
@@ -427,6 +435,7 @@ q "CREATE ROLE es_nats_relay LOGIN; CREATE ROLE es_nats_other LOGIN;
    GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer) TO es_nats_relay, es_nats_other;
    GRANT SELECT ON eventsourced.snapshots TO es_nats_relay;
    GRANT EXECUTE ON FUNCTION eventsourced.snapshot_changes(bigint, integer) TO es_nats_relay;
+   GRANT EXECUTE ON FUNCTION eventsourced.feed_horizon() TO es_nats_relay;
    ALTER SCHEMA eventsourced_nats RENAME TO eventsourced_nats_super;
    CREATE SCHEMA eventsourced_nats AUTHORIZATION es_nats_relay" >/dev/null
 lp="host=$work/pg port=$pgport user=es_nats_relay dbname=$db"
