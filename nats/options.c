@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "relay.h"
 
@@ -173,6 +174,21 @@ apply_option(Options *opt, int code, const char *arg)
 	return false;
 }
 
+/*
+ * Refuses a file option naming a file that cannot be read (named in the
+ * message): libnats would only say "Invalid Argument" at every retry.
+ */
+static void
+check_file(const char *option, const char *path)
+{
+	if (path != NULL && access(path, R_OK) != 0)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot read %s file \"%s\": %s\n", option, path,
+				strerror(errno));
+		exit(EXIT_USAGE);
+	}
+}
+
 /* Refuses names that cannot be a stream name or a subject prefix. */
 static void
 check_names(const Options *opt)
@@ -192,6 +208,11 @@ check_names(const Options *opt)
 		bad_usage("--nkey and --nkey-seed go together");
 	if (opt->nkey && opt->creds)
 		bad_usage("--creds and --nkey exclude each other");
+	check_file("--nkey-seed", opt->nkey_seed);
+	check_file("--creds", opt->creds);
+	check_file("--tls-ca", opt->tls_ca);
+	check_file("--tls-cert", opt->tls_cert);
+	check_file("--tls-key", opt->tls_key);
 }
 
 /* Whether the relay follows an entity type (--types, sorted; none: all). */

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 43 (test/run fails when a different number of checks ran)
+# checks: 44 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -522,6 +522,10 @@ timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name 
     --types cart --nkey "$nkey_pub" --nkey-seed "$work/nkey.seed" --exit-when-idle >"$work/auth2.log" 2>&1
 check "with --nkey and --nkey-seed the relay publishes" \
     "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth2'")" "0:$feed_end"
+timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name auth2 --stream auth2 \
+    --types cart --nkey "$nkey_pub" --nkey-seed "$work/missing.seed" --exit-when-idle >"$work/auth4.log" 2>&1
+check "a missing --nkey-seed file is named and refused at start, not retried" \
+    "$?:$(grep -c "cannot read --nkey-seed file \"$work/missing.seed\": No such file or directory" "$work/auth4.log")" "2:1"
 timeout 3 "$relay_bin" --source "$src" --nats "nats://relay:wrong@127.0.0.1:$nport" --name auth3 \
     --stream auth3 --exit-when-idle >"$work/auth3.log" 2>&1
 check "a wrong password is refused by nats-server, and retried; the password is not shown" \
