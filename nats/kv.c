@@ -44,6 +44,27 @@ put_varint(unsigned char *out, uint64_t v)
 	return n;
 }
 
+/* The bytes of a protobuf varint. */
+static size_t
+varint_size(uint64_t v)
+{
+	size_t		n = 1;
+
+	while (v > 0x7F)
+	{
+		v >>= 7;
+		n++;
+	}
+	return n;
+}
+
+/* The size of Snapshot { seq_no, state } encoded (encode_snapshot). */
+static size_t
+snapshot_size(uint64_t seq_no, size_t state_len)
+{
+	return 2 + varint_size(seq_no) + varint_size((uint64_t) state_len) + state_len;
+}
+
 /* Encodes Snapshot { seq_no, state } into a new buffer; its size in *len. */
 static unsigned char *
 encode_snapshot(uint64_t seq_no, const char *state, int state_len, size_t *len)
@@ -62,16 +83,54 @@ encode_snapshot(uint64_t seq_no, const char *state, int state_len, size_t *len)
 	return buf;
 }
 
-/* Binds to the bucket, creating it when missing; NULL on failure. */
+/* How many snapshots_* buckets (streams KV_snapshots_*) the account has; -1 on failure. */
+static int
+count_buckets(Relay *r)
+{
+	jsStreamNamesList *list = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = js_StreamNames(&list, r->stream.js, NULL, &jerr);
+	int			n = 0;
+
+	if (s == NATS_NOT_FOUND)
+		return 0;
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot list the streams: %s\n", natsStatus_GetText(s));
+		return -1;
+	}
+	for (int i = 0; i < list->Count; i++)
+		if (strncmp(list->List[i], "KV_" BUCKET_PREFIX, strlen("KV_" BUCKET_PREFIX)) == 0)
+			n++;
+	jsStreamNamesList_Destroy(list);
+	return n;
+}
+
+/*
+ * Binds to the bucket, creating it when missing unless --max-buckets
+ * snapshot buckets exist already (*capped is set then: any role that saves
+ * snapshots could otherwise make the relay create streams without end).
+ * NULL on failure or when capped.
+ */
 static kvStore *
-open_bucket(Relay *r, const char *name)
+open_bucket(Relay *r, const char *name, bool *capped)
 {
 	kvStore    *kv = NULL;
 	natsStatus	s = js_KeyValue(&kv, r->stream.js, name);
 	kvConfig	cfg;
+	int			existing;
 
+	*capped = false;
 	if (s == NATS_NOT_FOUND)
 	{
+		existing = count_buckets(r);
+		if (existing < 0)
+			return NULL;
+		if (existing >= r->opt.max_buckets)
+		{
+			*capped = true;
+			return NULL;
+		}
 		kvConfig_Init(&cfg);
 		cfg.Bucket = name;
 		cfg.History = 1;
@@ -102,18 +161,25 @@ bucket_name(const char *type, int type_len)
 	return name;
 }
 
-/* The bound bucket of that name (bound on first use); NULL on failure. */
+/*
+ * The bound bucket of that name (bound on first use); NULL on failure.  A
+ * bucket --max-buckets kept from being created is remembered for the run
+ * (its kv NULL): that type's snapshots are skipped.
+ */
 static Bucket *
 bucket_of(Relay *r, const char *name)
 {
 	Bucket	   *b;
+	bool		capped;
 
 	for (b = r->buckets; b != NULL; b = b->next)
 		if (strcmp(b->name, name) == 0)
 			return b;
 	b = calloc(1, sizeof(Bucket));
-	b->kv = open_bucket(r, name);
-	if (b->kv == NULL)
+	if (b == NULL)
+		return NULL;
+	b->kv = open_bucket(r, name, &capped);
+	if (b->kv == NULL && !capped)
 	{
 		free(b);
 		return NULL;
@@ -133,7 +199,8 @@ kv_close(Relay *r)
 		Bucket	   *b = r->buckets;
 
 		r->buckets = b->next;
-		kvStore_Destroy(b->kv);
+		if (b->kv != NULL)
+			kvStore_Destroy(b->kv);
 		free(b->name);
 		free(b);
 	}
@@ -146,10 +213,11 @@ kv_close(Relay *r)
  * keeps the entity's previous snapshot, older but still correct.
  */
 static bool
-fits(const Relay *r, const char *bucket, const char *key, size_t state_len, int64_t change)
+fits(const Relay *r, const char *bucket, const char *key, uint64_t stream_seq, size_t state_len,
+	 int64_t change)
 {
 	size_t		subject_len = strlen(bucket) + strlen(key) + KV_SUBJECT_OVERHEAD;
-	size_t		value_len = state_len + 2 + 2 * VARINT_MAX_BYTES;
+	size_t		value_len = snapshot_size(stream_seq, state_len);
 	const char *what = NULL;
 	size_t		size = 0;
 	long long	limit = 0;
@@ -169,9 +237,62 @@ fits(const Relay *r, const char *bucket, const char *key, size_t state_len, int6
 }
 
 /*
+ * Whether JetStream refused a put for a reason that the same put meets
+ * again: a value larger than the bucket's maximum, a full bucket (discard
+ * new), the account's or server's limits.
+ */
+static bool
+refused_for_good(jsErrCode jerr)
+{
+	return jerr == JSStreamMessageExceedsMaximumErr || jerr == JSStreamStoreFailedErr ||
+		jerr == JSAccountResourcesExceededErr || jerr == JSInsufficientResourcesErr ||
+		jerr == JSMemoryResourcesExceededErr || jerr == JSStorageResourcesExceededErr;
+}
+
+/*
+ * Puts the value under $KV.<bucket>.<key> (what kvStore_Put publishes),
+ * keeping JetStream's error code.  A put refused for good is skipped with
+ * a message naming the change and the reason (the bucket keeps the
+ * entity's previous snapshot, as for one too large for NATS): retrying it
+ * would hold up every later snapshot change forever.
+ */
+static Outcome
+put_value(Relay *r, const char *bucket, const char *key, const unsigned char *value, size_t len,
+		  int64_t change)
+{
+	size_t		size = strlen(bucket) + strlen(key) + KV_SUBJECT_OVERHEAD + 1;
+	char	   *subject = malloc(size);
+	jsPubAck   *pa = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = NATS_NO_MEMORY;
+
+	if (subject != NULL)
+	{
+		snprintf(subject, size, "$KV.%s.%s", bucket, key);
+		s = js_Publish(&pa, r->stream.js, subject, value, (int) len, NULL, &jerr);
+	}
+	jsPubAck_Destroy(pa);
+	free(subject);
+	if (s == NATS_OK)
+		return OUTCOME_OK;
+	if (refused_for_good(jerr))
+	{
+		fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: KV bucket \"%s\" refused"
+				" its value of %zu bytes for good: %s (JetStream error %d); the bucket keeps the"
+				" entity's previous snapshot\n", (long long) change, bucket, len,
+				nats_GetLastError(NULL), (int) jerr);
+		return OUTCOME_OK;
+	}
+	fprintf(stderr, PROGRAM_NAME ": putting snapshot change %lld into KV bucket \"%s\""
+			" failed: %s (%s); retrying\n", (long long) change, bucket, natsStatus_GetText(s),
+			nats_GetLastError(NULL));
+	return OUTCOME_RETRY;
+}
+
+/*
  * Puts one snapshot into its type's bucket under its id (state NULL: the
  * store withheld a state too large for NATS).  OUTCOME_OK also when it was
- * skipped as too large; OUTCOME_RETRY when NATS failed.
+ * skipped (too large, or refused for good); OUTCOME_RETRY when NATS failed.
  */
 Outcome
 kv_put_snapshot(Relay *r, const char *type, int type_len, const char *id, int id_len,
@@ -180,22 +301,30 @@ kv_put_snapshot(Relay *r, const char *type, int type_len, const char *id, int id
 	char	   *bucket = bucket_name(type, type_len);
 	char	   *key = escape_key(id, id_len);
 	unsigned char *value = NULL;
-	Bucket	   *b = NULL;
 	size_t		len;
-	natsStatus	s = NATS_OK;
+	Outcome		outcome = OUTCOME_OK;
 
-	if (fits(r, bucket, key, state_len, change) && state != NULL)
+	if (fits(r, bucket, key, stream_seq, state_len, change) && state != NULL)
 	{
-		b = bucket_of(r, bucket);
+		Bucket	   *b = bucket_of(r, bucket);
+
 		value = encode_snapshot(stream_seq, state, (int) state_len, &len);
-		s = b == NULL ? NATS_ERR : value == NULL ? NATS_NO_MEMORY :
-			kvStore_Put(NULL, b->kv, key, value, (int) len);
+		if (b == NULL || value == NULL)
+		{
+			fprintf(stderr, PROGRAM_NAME ": putting snapshot change %lld into KV bucket \"%s\""
+					" failed: %s\n", (long long) change, bucket,
+					value == NULL ? "out of memory" : "no bucket");
+			outcome = OUTCOME_RETRY;
+		}
+		else if (b->kv == NULL)
+			fprintf(stderr, PROGRAM_NAME ": skipping snapshot change %lld: KV bucket \"%s\" does not"
+					" exist and %ld snapshot buckets do (--max-buckets)\n", (long long) change,
+					bucket, r->opt.max_buckets);
+		else
+			outcome = put_value(r, bucket, key, value, len, change);
 	}
-	if (s != NATS_OK)
-		fprintf(stderr, PROGRAM_NAME ": putting snapshot change %lld into KV bucket \"%s\""
-				" failed: %s\n", (long long) change, bucket, natsStatus_GetText(s));
 	free(bucket);
 	free(key);
 	free(value);
-	return s == NATS_OK ? OUTCOME_OK : OUTCOME_RETRY;
+	return outcome;
 }

@@ -9,7 +9,9 @@
  * once and in feed (position) order: first the last message of the
  * entity's subject (a snapshot usually covers an entity's newest event),
  * else a binary search over the stream's sequences by the messages'
- * Eventsourced-Position header, about log2(messages) reads.  The stream
+ * Eventsourced-Position header, about log2(messages) probes.  A probe asks
+ * the server for the first message at or after a sequence, so deleted
+ * sequences (purges, limits) are crossed however many there are.  The stream
  * is the truth, so this holds across restarts of the relay and of
  * nats-server, whatever the relay remembers.
  *
@@ -22,8 +24,10 @@
 
 #include "relay.h"
 
-/* How many deleted sequences a probe steps over before giving up. */
-#define MAX_DELETED_STEPS		64
+/* The JetStream API's message get, and the reply's marks (nats-server 2.9). */
+#define MSG_GET_API				"$JS.API.STREAM.MSG.GET."
+#define NO_MESSAGE_CODE			"\"code\":404"
+#define SEQ_KEY					"\"seq\":"
 
 /* A message's Eventsourced-Position, or -1 when it has none. */
 static int64_t
@@ -37,34 +41,81 @@ message_position(natsMsg *msg)
 }
 
 /*
- * The position of the first message at or after seq (deleted sequences
- * stepped over, up to limit), with its sequence in *found.  Returns -1 on
- * failure, -2 when there is no message there.
+ * The sequence of the stream's first message at or after seq, asked of
+ * the server in one request ("next_by_subj" over all of the relay's
+ * subjects), so that deleted sequences of any number are crossed (purges,
+ * limits).  Returns 1 with *next set, 0 when there is none, -1 on failure.
+ */
+static int
+next_sequence(Relay *r, uint64_t seq, uint64_t *next)
+{
+	char		subject[sizeof(MSG_GET_API) + MAX_STREAM_NAME];
+	char		body[64 + MAX_STREAM_NAME];
+	natsMsg    *reply = NULL;
+	natsStatus	s;
+	const char *data;
+	const char *at;
+	int			found = -1;
+
+	snprintf(subject, sizeof(subject), MSG_GET_API "%s", r->opt.stream);
+	snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 ",\"next_by_subj\":\"%s.>\"}", seq,
+			 r->opt.stream);
+	s = natsConnection_RequestString(&reply, r->stream.conn, subject, body, r->opt.ack_wait_ms);
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot read stream \"%s\" at %" PRIu64 ": %s\n",
+				r->opt.stream, seq, natsStatus_GetText(s));
+		return -1;
+	}
+	data = natsMsg_GetData(reply);
+	if (data == NULL)
+		data = "";
+	/* a JSON reply: "seq" appears only as a key (quotes in strings are escaped) */
+	if (strstr(data, "\"error\"") != NULL && strstr(data, NO_MESSAGE_CODE) != NULL)
+		found = 0;
+	else if (strstr(data, "\"error\"") == NULL && (at = strstr(data, SEQ_KEY)) != NULL)
+	{
+		*next = strtoull(at + strlen(SEQ_KEY), NULL, 10);
+		found = *next >= seq ? 1 : -1;
+	}
+	if (found < 0)
+		fprintf(stderr, PROGRAM_NAME ": cannot read stream \"%s\" at %" PRIu64 ": %.200s\n",
+				r->opt.stream, seq, data);
+	natsMsg_Destroy(reply);
+	return found;
+}
+
+/*
+ * The position of the first message at or after seq and at most limit,
+ * with its sequence in *found.  Returns -1 on failure, -2 when there is
+ * no message there.
  */
 static int64_t
 probe(Relay *r, uint64_t seq, uint64_t limit, uint64_t *found)
 {
-	for (int step = 0; step < MAX_DELETED_STEPS && seq <= limit; step++, seq++)
-	{
-		natsMsg    *msg = NULL;
-		jsErrCode	jerr = 0;
-		natsStatus	s = js_GetMsg(&msg, r->stream.js, r->opt.stream, seq, NULL, &jerr);
-		int64_t		position;
+	natsMsg    *msg = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s;
+	int64_t		position;
+	int			has = next_sequence(r, seq, &seq);
 
-		if (s == NATS_NOT_FOUND)
-			continue;
-		if (s != NATS_OK)
-		{
-			fprintf(stderr, PROGRAM_NAME ": cannot read message %" PRIu64 " of stream \"%s\": %s\n",
-					seq, r->opt.stream, natsStatus_GetText(s));
-			return -1;
-		}
-		position = message_position(msg);
-		natsMsg_Destroy(msg);
-		*found = seq;
-		return position < 0 ? -1 : position;
+	if (has <= 0)
+		return has == 0 ? -2 : -1;
+	if (seq > limit)
+		return -2;
+	s = js_GetMsg(&msg, r->stream.js, r->opt.stream, seq, NULL, &jerr);
+	if (s == NATS_NOT_FOUND)
+		return probe(r, seq + 1, limit, found);	/* deleted meanwhile */
+	if (s != NATS_OK)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot read message %" PRIu64 " of stream \"%s\": %s\n",
+				seq, r->opt.stream, natsStatus_GetText(s));
+		return -1;
 	}
-	return -2;
+	position = message_position(msg);
+	natsMsg_Destroy(msg);
+	*found = seq;
+	return position < 0 ? -1 : position;
 }
 
 /* The stream's first and last sequences; false on failure. */

@@ -187,11 +187,13 @@ run(Relay *r)
 		switch (outcome)
 		{
 			case OUTCOME_OK:
+				/* the backoff grows until a step (not a reconnection) goes through */
 				if (!ready)
 					verbose(r, "relay \"%s\" ready at position %lld", r->opt.name,
 							(long long) r->store.checkpoint);
+				else
+					failures = 0;
 				ready = true;
-				failures = 0;
 				break;
 			case OUTCOME_DONE:
 				return EXIT_SUCCESS;
@@ -203,7 +205,7 @@ run(Relay *r)
 					store_close(&r->store);
 				back_off(r->stream.conn == NULL ? "nats-server is not reachable" :
 						 r->store.conn == NULL ? "no usable connection to the event store" :
-						 "nats-server did not take a publish", ++failures);
+						 "nats-server did not take a publish or a KV put", ++failures);
 				break;
 		}
 	}

@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <unistd.h>
 
 #include "relay.h"
 
@@ -31,6 +32,7 @@ usage(FILE *out)
 			"  --commands-source C    connection for commands (default --source)\n"
 			"  --command-workers N    concurrent command connections (default %d)\n"
 			"  --snapshots            mirror snapshots to NATS KV buckets snapshots_<type>\n"
+			"  --max-buckets N        create no bucket beyond N snapshots_* buckets (default %d)\n"
 			"  --creds FILE           NATS user credentials file (JWT and NKey seed)\n"
 			"  --nkey PUBLIC_KEY      NATS user NKey (with --nkey-seed)\n"
 			"  --nkey-seed FILE       the file holding that NKey's seed\n"
@@ -44,7 +46,7 @@ usage(FILE *out)
 			"  --exit-when-idle       exit once the feed has nothing more\n"
 			"  -v, --verbose          print what it does\n",
 			DEFAULT_NATS_URL, DEFAULT_STREAM, DEFAULT_NAME, DEFAULT_COMMANDS_PREFIX,
-			DEFAULT_COMMAND_WORKERS, DEFAULT_BATCH, DEFAULT_POLL_MS,
+			DEFAULT_COMMAND_WORKERS, DEFAULT_MAX_BUCKETS, DEFAULT_BATCH, DEFAULT_POLL_MS,
 			DEFAULT_ACK_WAIT_MS);
 }
 
@@ -149,6 +151,8 @@ apply_option(Options *opt, int code, const char *arg)
 			return parse_number("command-workers", arg, 1, MAX_COMMAND_WORKERS,
 								&opt->command_workers);
 		case 'k': opt->snapshots = true; return true;
+		case 'M':
+			return parse_number("max-buckets", arg, 0, MAX_MAX_BUCKETS, &opt->max_buckets);
 		case 'C': opt->creds = arg; return true;
 		case 'K': opt->nkey_seed = arg; return true;
 		case 'u': opt->nkey = arg; return true;
@@ -170,12 +174,27 @@ apply_option(Options *opt, int code, const char *arg)
 	return false;
 }
 
+/*
+ * Refuses a file option naming a file that cannot be read (named in the
+ * message): libnats would only say "Invalid Argument" at every retry.
+ */
+static void
+check_file(const char *option, const char *path)
+{
+	if (path != NULL && access(path, R_OK) != 0)
+	{
+		fprintf(stderr, PROGRAM_NAME ": cannot read %s file \"%s\": %s\n", option, path,
+				strerror(errno));
+		exit(EXIT_USAGE);
+	}
+}
+
 /* Refuses names that cannot be a stream name or a subject prefix. */
 static void
 check_names(const Options *opt)
 {
 	if (!valid_name_token(opt->stream) || strlen(opt->stream) > MAX_STREAM_NAME)
-		bad_usage("--stream must be 1 to 255 printable ASCII characters other than . * > / \\ %");
+		bad_usage("--stream must be 1 to 255 printable ASCII characters other than . * > / \\ % \"");
 	if (!valid_name_token(opt->commands_prefix) ||
 		strlen(opt->commands_prefix) > MAX_STREAM_NAME)
 		bad_usage("--commands-prefix must be 1 to 255 printable ASCII characters other than . * > / \\ %");
@@ -189,6 +208,11 @@ check_names(const Options *opt)
 		bad_usage("--nkey and --nkey-seed go together");
 	if (opt->nkey && opt->creds)
 		bad_usage("--creds and --nkey exclude each other");
+	check_file("--nkey-seed", opt->nkey_seed);
+	check_file("--creds", opt->creds);
+	check_file("--tls-ca", opt->tls_ca);
+	check_file("--tls-cert", opt->tls_cert);
+	check_file("--tls-key", opt->tls_key);
 }
 
 /* Whether the relay follows an entity type (--types, sorted; none: all). */
@@ -230,6 +254,7 @@ parse_options(int argc, char **argv, Options *opt)
 		{"commands-source", required_argument, NULL, 'D'},
 		{"command-workers", required_argument, NULL, 'W'},
 		{"snapshots", no_argument, NULL, 'k'},
+		{"max-buckets", required_argument, NULL, 'M'},
 		{"creds", required_argument, NULL, 'C'},
 		{"nkey-seed", required_argument, NULL, 'K'},
 		{"nkey", required_argument, NULL, 'u'},
@@ -253,6 +278,7 @@ parse_options(int argc, char **argv, Options *opt)
 	opt->commands_prefix = DEFAULT_COMMANDS_PREFIX;
 	opt->command_workers = DEFAULT_COMMAND_WORKERS;
 	opt->batch = DEFAULT_BATCH;
+	opt->max_buckets = DEFAULT_MAX_BUCKETS;
 	opt->poll_ms = DEFAULT_POLL_MS;
 	opt->ack_wait_ms = DEFAULT_ACK_WAIT_MS;
 	while ((code = getopt_long(argc, argv, "vh", long_options, NULL)) != -1)

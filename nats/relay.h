@@ -36,6 +36,9 @@
 #define DEFAULT_COMMANDS_PREFIX "commands"
 #define DEFAULT_BATCH			5000
 #define MAX_BATCH				100000
+/* Snapshot buckets (streams) --snapshots creates at most, by default. */
+#define DEFAULT_MAX_BUCKETS		100
+#define MAX_MAX_BUCKETS			100000
 #define DEFAULT_POLL_MS			1000
 #define MAX_POLL_MS				3600000
 #define DEFAULT_ACK_WAIT_MS		5000
@@ -93,6 +96,7 @@ typedef struct Options
 	const char *commands_source;	/* conninfo for commands, default source */
 	long		command_workers;
 	bool		snapshots;
+	long		max_buckets;	/* snapshot buckets it creates at most */
 	long		batch;
 	long		poll_ms;
 	long		ack_wait_ms;

@@ -32,6 +32,11 @@
 	" IS NOT NULL"
 #define LOAD_SQL \
 	"SELECT snapshot_change FROM eventsourced_nats.relays WHERE name = $1"
+/* The feed horizon, or "unchecked" for a role without EXECUTE on it */
+#define HORIZON_SQL \
+	"SELECT COALESCE(CASE WHEN pg_catalog.has_function_privilege(" \
+	"'eventsourced.feed_horizon()', 'EXECUTE') THEN eventsourced.feed_horizon()::pg_catalog.text" \
+	" END, 'unchecked')"
 /* The covered event's position, read again (see covered_position). */
 #define POSITION_SQL \
 	"SELECT position FROM eventsourced.events" \
@@ -71,8 +76,42 @@ enum
 };
 
 /*
+ * Refuses a snapshot checkpoint at or above the store's feed horizon: every
+ * change read was below it, so the store is not the one the checkpoint was
+ * made with (a database restored from a backup); going on would skip every
+ * change up to the checkpoint.
+ */
+static Outcome
+check_checkpoint(Relay *r)
+{
+	char	   *text = store_query_value(r->store.conn, "reading the feed horizon", HORIZON_SQL,
+										 0, NULL);
+	int64_t		horizon;
+
+	if (text == NULL)
+		return OUTCOME_RETRY;
+	if (strcmp(text, "unchecked") == 0)
+	{
+		fprintf(stderr, PROGRAM_NAME ": no EXECUTE on eventsourced.feed_horizon(): the snapshot"
+				" checkpoint is not checked against the store\n");
+		free(text);
+		return OUTCOME_OK;
+	}
+	horizon = strtoll(text, NULL, 10);
+	free(text);
+	if (r->snapshot_checkpoint < horizon)
+		return OUTCOME_OK;
+	fprintf(stderr, PROGRAM_NAME ": snapshot checkpoint \"%s\" is at change %lld, but the store's"
+			" feed horizon is %lld (was the database restored from a backup?); refusing to go on:"
+			" purge the snapshots_* buckets and set eventsourced_nats.relays.snapshot_change to 0\n",
+			r->opt.name, (long long) r->snapshot_checkpoint, (long long) horizon);
+	return OUTCOME_FATAL;
+}
+
+/*
  * Checks that the store has snapshot changes (extension 0.5.0) and loads
- * the snapshot checkpoint.  A store without them is a refusal (exit).
+ * the snapshot checkpoint (refused above the feed horizon).  A store
+ * without them is a refusal (exit).
  */
 Outcome
 snapshots_connect(Relay *r)
@@ -98,7 +137,7 @@ snapshots_connect(Relay *r)
 		return OUTCOME_RETRY;
 	r->snapshot_checkpoint = strtoll(change, NULL, 10);
 	free(change);
-	return OUTCOME_OK;
+	return check_checkpoint(r);
 }
 
 /* Whether every row's change (int8, never NULL) can be read. */
@@ -275,6 +314,7 @@ snapshots_step(Relay *r, bool *more)
 		return OUTCOME_RETRY;
 	if (outcome == OUTCOME_OK && rows > 0)
 		verbose(r, "snapshots: %d changes, checkpoint %lld", rows, (long long) done);
-	*more = outcome == OUTCOME_OK && !wait && rows == SNAPSHOT_BATCH;
+	/* a page of large states ends early (64 MB): any rows, read on */
+	*more = outcome == OUTCOME_OK && !wait && rows > 0;
 	return outcome;
 }

@@ -115,14 +115,17 @@ entity_subject(const char *stream, const char *type, int type_len, const char *i
 	return subject;
 }
 
-/* Whether a name given on the command line can be used as it is (stream, prefix). */
+/*
+ * Whether a name given on the command line can be used as it is (stream,
+ * prefix); no quote, since the stream's name goes into JSON requests.
+ */
 bool
 valid_name_token(const char *name)
 {
 	if (name == NULL || name[0] == '\0')
 		return false;
 	for (const char *c = name; *c; c++)
-		if (!plain_byte((unsigned char) *c) || *c == '/' || *c == '\\')
+		if (!plain_byte((unsigned char) *c) || *c == '/' || *c == '\\' || *c == '"')
 			return false;
 	return true;
 }

@@ -10,13 +10,14 @@ SET LOCAL search_path = pg_catalog;
 -- draws a change number from the same machinery as event positions, so a
 -- reader paging by change below the feed horizon never skips one (see
 -- src/snapchanges.c).  Snapshots already stored get one each here, drawn
--- the same way, through a function that exists only during the update.
-ALTER TABLE eventsourced.snapshots ADD COLUMN change bigint;
+-- the same way by the column's default, which also numbers the rows of a
+-- 0.4.0 dump restored into 0.5.0 (their COPY has no change column).
 CREATE FUNCTION eventsourced.draw_snapshot_change() RETURNS bigint
-    AS 'MODULE_PATHNAME', 'eventsourced_draw_snapshot_change' LANGUAGE C VOLATILE;
-UPDATE eventsourced.snapshots SET change = eventsourced.draw_snapshot_change();
-DROP FUNCTION eventsourced.draw_snapshot_change();
-ALTER TABLE eventsourced.snapshots ALTER COLUMN change SET NOT NULL;
+    AS 'MODULE_PATHNAME', 'eventsourced_draw_snapshot_change'
+    LANGUAGE C VOLATILE PARALLEL UNSAFE;
+REVOKE ALL ON FUNCTION eventsourced.draw_snapshot_change() FROM PUBLIC;
+ALTER TABLE eventsourced.snapshots ADD COLUMN change bigint NOT NULL
+    DEFAULT eventsourced.draw_snapshot_change();
 CREATE UNIQUE INDEX snapshots_change_key ON eventsourced.snapshots (change);
 
 -- The snapshot changes after after_change, in change order, below the

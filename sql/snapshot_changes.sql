@@ -56,8 +56,13 @@ SELECT * FROM eventsourced.snapshot_changes(0, NULL);
 SELECT * FROM eventsourced.snapshot_changes(-1, 10);
 SELECT * FROM eventsourced.snapshot_changes(0, -1);
 SELECT count(*) FROM eventsourced.snapshot_changes(9223372036854775807, 10);
--- the update's numbering function is gone and refused anyway
-SELECT count(*) FROM pg_proc WHERE proname = 'draw_snapshot_change';
+-- the column's default draws a change too (a row of a 0.4.0 dump); only
+-- the owner may call it
+SELECT pg_get_expr(d.adbin, d.adrelid) FROM pg_attrdef d JOIN pg_attribute a
+    ON a.attrelid = d.adrelid AND a.attnum = d.adnum
+  WHERE d.adrelid = 'eventsourced.snapshots'::regclass AND a.attname = 'change';
+SELECT has_function_privilege('public', 'eventsourced.draw_snapshot_change()', 'EXECUTE');
+SELECT eventsourced.draw_snapshot_change() > (SELECT max(change) FROM eventsourced.snapshots);
 
 -- Privileges: EXECUTE and SELECT on the snapshots, as for read_all
 CREATE ROLE es_sc_reader;
@@ -91,3 +96,18 @@ REVOKE ALL ON eventsourced.snapshots FROM es_sc_reader;
 REVOKE ALL ON FUNCTION eventsourced.snapshot_changes(bigint, integer) FROM es_sc_reader;
 REVOKE ALL ON SCHEMA eventsourced FROM es_sc_reader;
 DROP ROLE es_sc_reader;
+
+-- A JSON state whose text form could not be read back (over 1 GB: a
+-- control character is six bytes of text) is refused when saved, and
+-- nothing is written
+SELECT eventsourced.append('big', 'b' || i, 0, 'Made', '{}') FROM generate_series(1, 3) i;
+SELECT max(change) AS before_big FROM eventsourced.snapshots \gset
+SELECT eventsourced.save_snapshot('big', 'b1', 1, to_jsonb(repeat(chr(1), 180000000)));
+SELECT count(*) FROM eventsourced.snapshots WHERE entity_type = 'big';
+-- a page ends once it holds 64 MB of states (at least one change): large
+-- states are read a few at a time, and the reader goes on from the last
+SELECT eventsourced.save_snapshot('big', 'b' || i, 1, to_jsonb(repeat('y', 40000000)))
+  FROM generate_series(1, 3) i;
+SELECT entity_id, octet_length(state) FROM eventsourced.snapshot_changes(:before_big, 10);
+SELECT max(change) AS after_b2 FROM eventsourced.snapshots WHERE entity_id = 'b2' \gset
+SELECT entity_id, octet_length(state) FROM eventsourced.snapshot_changes(:after_b2, 10);

@@ -294,7 +294,7 @@ es_fill_event(EsWriter *w, TupleTableSlot *slot, const EsEntity *entity,
 	values[Anum_es_events_entity_type - 1] = PointerGetDatum(entity->type);
 	values[Anum_es_events_entity_id - 1] = PointerGetDatum(entity->id);
 	values[Anum_es_events_seq_no - 1] = Int64GetDatum(seq_no);
-	w->last_position = es_feed_draw_position(w->position_seq);
+	w->last_position = es_feed_draw_position(w->position_seq, false);
 	values[Anum_es_events_position - 1] = Int64GetDatum(w->last_position);
 	values[Anum_es_events_event_type - 1] = PointerGetDatum(ev->event_type);
 	values[Anum_es_events_payload - 1] = ev->binary ? (Datum) 0 : ev->payload;

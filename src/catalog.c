@@ -31,6 +31,8 @@ static bool cache_valid = false;
 
 /* Whether the events table is a logical replication target (-1: unknown) */
 static int	events_subscribed = -1;
+/* The same for the snapshots table (snapshot_changes, 0.5.0) */
+static int	snapshots_subscribed = -1;
 
 /* Whether relid is one of the cached relations (tables, indexes, sequence) */
 static bool
@@ -70,6 +72,7 @@ static void
 es_subscription_invalidate(Datum arg, int cacheid, uint32 hashvalue)
 {
 	events_subscribed = -1;
+	snapshots_subscribed = -1;
 }
 
 /* Register the invalidation callbacks */
@@ -80,6 +83,25 @@ es_catalog_init(void)
 	CacheRegisterSyscacheCallback(SUBSCRIPTIONRELMAP, es_subscription_invalidate, (Datum) 0);
 }
 
+/* Whether a relation is the target of a logical replication subscription */
+static bool
+es_relation_subscribed(Oid relid)
+{
+	Relation	rel;
+	ScanKeyData key;
+	SysScanDesc scan;
+	bool		found;
+
+	rel = table_open(SubscriptionRelRelationId, AccessShareLock);
+	ScanKeyInit(&key, Anum_pg_subscription_rel_srrelid, BTEqualStrategyNumber, F_OIDEQ,
+				ObjectIdGetDatum(relid));
+	scan = systable_beginscan(rel, SubscriptionRelSrrelidSrsubidIndexId, true, NULL, 1, &key);
+	found = HeapTupleIsValid(systable_getnext(scan));
+	systable_endscan(scan);
+	table_close(rel, AccessShareLock);
+	return found;
+}
+
 /*
  * Whether the events table is the target of a logical replication
  * subscription in this database (cached until subscriptions change).
@@ -87,21 +109,22 @@ es_catalog_init(void)
 bool
 es_events_subscribed(void)
 {
-	Oid			events = es_catalog()->events;
-	Relation	rel;
-	ScanKeyData key;
-	SysScanDesc scan;
-
-	if (events_subscribed >= 0)
-		return events_subscribed == 1;
-	rel = table_open(SubscriptionRelRelationId, AccessShareLock);
-	ScanKeyInit(&key, Anum_pg_subscription_rel_srrelid, BTEqualStrategyNumber, F_OIDEQ,
-				ObjectIdGetDatum(events));
-	scan = systable_beginscan(rel, SubscriptionRelSrrelidSrsubidIndexId, true, NULL, 1, &key);
-	events_subscribed = HeapTupleIsValid(systable_getnext(scan)) ? 1 : 0;
-	systable_endscan(scan);
-	table_close(rel, AccessShareLock);
+	if (events_subscribed < 0)
+		events_subscribed = es_relation_subscribed(es_catalog()->events) ? 1 : 0;
 	return events_subscribed == 1;
+}
+
+/*
+ * Whether the snapshots table is the target of a logical replication
+ * subscription in this database: its change numbers then arrive in the
+ * publisher's commit order (cached until subscriptions change).
+ */
+bool
+es_snapshots_subscribed(void)
+{
+	if (snapshots_subscribed < 0)
+		snapshots_subscribed = es_relation_subscribed(es_catalog()->snapshots) ? 1 : 0;
+	return snapshots_subscribed == 1;
 }
 
 /* Whether relid is one of the extension's own tables, indexes or sequence */

@@ -136,6 +136,7 @@ typedef struct EsFeedRequest
 extern void es_position_init(void);
 extern void es_position_prepare(Oid seqid);
 extern int64 es_position_next(Oid seqid);
+extern int64 es_position_from_sequence(Oid seqid);
 extern void es_position_forget(void);
 extern void es_position_database_dropped(Oid dboid);
 
@@ -159,6 +160,7 @@ extern void es_locked_last_set(const EsEntity *entity, int64 last);
 /* catalog.c */
 extern void es_catalog_init(void);
 extern bool es_events_subscribed(void);
+extern bool es_snapshots_subscribed(void);
 extern bool es_is_catalog_relation(Oid relid);
 extern const EsCatalog *es_catalog(void);
 extern const Oid es_events_types[Natts_es_events];
@@ -180,7 +182,7 @@ extern char *es_entity_string(const EsEntity *entity);
 
 /* feed.c */
 extern void es_feed_init(void);
-extern int64 es_feed_draw_position(Oid seqoid);
+extern int64 es_feed_draw_position(Oid seqoid, bool from_sequence);
 /* What a feed scan reads, for its horizon (es_feed_snapshot) */
 #define ES_FEED_EVENTS		0x01
 #define ES_FEED_SNAPSHOTS	0x02
@@ -248,6 +250,9 @@ extern bool es_fetch_snapshot(const EsEntity *entity, int64 *seq_no, Datum *stat
 extern int	es_snapshots_natts(void);
 extern bool es_fetch_snapshot_as_caller(const EsEntity *entity, int64 *seq_no, Datum *state,
 										bool *binary);
+
+/* statetext.c */
+extern void es_check_state_text(Datum state);
 
 /* write.c */
 typedef struct EsTableWriter

@@ -223,9 +223,13 @@ es_feed_announce(void)
 	(void) LockAcquire(&tag, ShareLock, false, false);
 }
 
-/* Draw the position of the next appended event */
+/*
+ * Draw the position of the next appended event (or snapshot change): from
+ * this database's block in shared memory, or with from_sequence straight
+ * from the sequence (draw_snapshot_change(), during a restore).
+ */
 int64
-es_feed_draw_position(Oid seqoid)
+es_feed_draw_position(Oid seqoid, bool from_sequence)
 {
 	int64		pos;
 	bool		first = !announced;
@@ -233,12 +237,13 @@ es_feed_draw_position(Oid seqoid)
 	if (first)
 	{
 		/* any wait for a new block of positions happens before announcing */
-		es_position_prepare(seqoid);
+		if (!from_sequence)
+			es_position_prepare(seqoid);
 		es_feed_announce();
 		announced = true;
 		announced_subid = GetCurrentSubTransactionId();
 	}
-	pos = es_position_next(seqoid);
+	pos = from_sequence ? es_position_from_sequence(seqoid) : es_position_next(seqoid);
 	if (first && feed_shared != NULL)
 		pg_atomic_write_u64(&es_feed_my_slot()->low, (uint64) pos);
 	return pos;

@@ -293,7 +293,7 @@ es_position_prepare(Oid seqid)
  * One position straight from the sequence.  The largest bigint is never
  * handed out: the feed's horizon is one above the highest position.
  */
-static int64
+int64
 es_position_from_sequence(Oid seqid)
 {
 	int64		pos = nextval_internal(seqid, false);

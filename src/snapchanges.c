@@ -19,6 +19,7 @@
  */
 #include "eventsourced.h"
 
+#include "access/detoast.h"
 #include "catalog/pg_type.h"
 #include "commands/extension.h"
 #include "executor/spi.h"
@@ -30,6 +31,8 @@
 
 /* Columns of snapshot_changes() */
 #define ES_SNAPSHOT_CHANGE_COLS	6
+/* The state's column among them */
+#define ES_SNAPSHOT_CHANGE_STATE	4
 
 /*
  * The changes as a plain query by the caller (its SELECT grant and any
@@ -85,8 +88,16 @@ es_require_snapshot_changes(void)
 }
 
 /*
- * Run the query with the feed's snapshot and horizon, copying its rows
- * into the SRF's result.
+ * The state bytes after which a page ends (it holds at least one change):
+ * a page of max_count large states would otherwise hold them all in memory
+ * at once.  A reader goes on from the last change it received.
+ */
+#define ES_SNAPSHOT_PAGE_BYTES	((Size) 64 * 1024 * 1024)
+
+/*
+ * Run the query with the feed's snapshot and horizon through a cursor,
+ * copying its rows one at a time into the SRF's result (a tuplestore,
+ * which goes to disk beyond work_mem) until the page is full.
  */
 static void
 es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, TupleDesc desc)
@@ -97,6 +108,8 @@ es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, T
 	int64		horizon;
 	Snapshot	snap;
 	SPIPlanPtr	plan;
+	Portal		portal;
+	Size		bytes = 0;
 
 	if (SPI_connect() != SPI_OK_CONNECT)
 		elog(ERROR, "SPI_connect failed");
@@ -107,22 +120,31 @@ es_snapshot_changes_scan(int64 after, int32 max_count, Tuplestorestate *store, T
 	args[0] = Int64GetDatum(after);
 	args[1] = Int64GetDatum(horizon);
 	args[2] = Int64GetDatum((int64) max_count);
-	if (SPI_execute_snapshot(plan, args, NULL, snap, InvalidSnapshot, true, false, 0) != SPI_OK_SELECT)
-		elog(ERROR, "snapshot changes query failed");
+	/* a read-only cursor runs with the active snapshot: the feed's */
+	PushActiveSnapshot(snap);
+	portal = SPI_cursor_open(NULL, plan, args, NULL, true);
+	PopActiveSnapshot();
 	UnregisterSnapshot(snap);
-	if (SPI_tuptable->tupdesc->natts != ES_SNAPSHOT_CHANGE_COLS)
-		elog(ERROR, "snapshot changes query returned %d columns", SPI_tuptable->tupdesc->natts);
-	for (uint64 i = 0; i < SPI_processed; i++)
+	while (bytes < ES_SNAPSHOT_PAGE_BYTES)
 	{
 		Datum		values[ES_SNAPSHOT_CHANGE_COLS];
 		bool		nulls[ES_SNAPSHOT_CHANGE_COLS];
 		MemoryContext old;
 
-		heap_deform_tuple(SPI_tuptable->vals[i], SPI_tuptable->tupdesc, values, nulls);
+		SPI_cursor_fetch(portal, true, 1);
+		if (SPI_processed == 0)
+			break;
+		if (SPI_tuptable->tupdesc->natts != ES_SNAPSHOT_CHANGE_COLS)
+			elog(ERROR, "snapshot changes query returned %d columns", SPI_tuptable->tupdesc->natts);
+		heap_deform_tuple(SPI_tuptable->vals[0], SPI_tuptable->tupdesc, values, nulls);
+		if (!nulls[ES_SNAPSHOT_CHANGE_STATE])
+			bytes += toast_raw_datum_size(values[ES_SNAPSHOT_CHANGE_STATE]);
 		old = MemoryContextSwitchTo(caller_cxt);
 		tuplestore_putvalues(store, desc, values, nulls);
 		MemoryContextSwitchTo(old);
+		SPI_freetuptable(SPI_tuptable);
 	}
+	SPI_cursor_close(portal);
 	SPI_finish();
 }
 
@@ -144,6 +166,12 @@ eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
 	InitMaterializedSRF(fcinfo, 0);
 	es_require_snapshot_changes();
 	es_check_select(es_catalog()->snapshots);
+	if (es_snapshots_subscribed())
+		ereport(ERROR,
+				(errcode(ERRCODE_FEATURE_NOT_SUPPORTED),
+				 errmsg("snapshot changes cannot be read where eventsourced.snapshots is a logical replication target"),
+				 errdetail("The publisher's transactions arrive in commit order; which changes are still in flight is known only on the publisher."),
+				 errhint("Read snapshot_changes() on the publisher.")));
 	if (max_count > 0)
 		es_snapshot_changes_scan(after, max_count, rsinfo->setResult, rsinfo->setDesc);
 	return (Datum) 0;
@@ -152,16 +180,21 @@ eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
 PG_FUNCTION_INFO_V1(eventsourced_draw_snapshot_change);
 
 /*
- * A change number for a snapshot stored before 0.5.0: the update script
- * numbers them with it, then drops the function.  Refused elsewhere.
+ * draw_snapshot_change(): the default of snapshots.change, for rows that
+ * come without one: snapshots stored before 0.5.0 (numbered by the update
+ * script) and those of a 0.4.0 dump restored into 0.5.0, whose COPY has no
+ * change column.  A restore sets the position sequence back to the dump's
+ * value after the tables' data, so the number is nextval() of the sequence,
+ * not one of a block of positions (whose end, set in the sequence, the
+ * restore would overwrite): a 0.4.0 store has at least as many positions as
+ * snapshots, so the restored value is above every change drawn here, and
+ * this database's block, if any, is given up.  snapshot.c's writes set the
+ * change themselves.
  */
 Datum
 eventsourced_draw_snapshot_change(PG_FUNCTION_ARGS)
 {
-	if (!creating_extension)
-		ereport(ERROR,
-				(errcode(ERRCODE_INSUFFICIENT_PRIVILEGE),
-				 errmsg("snapshot change numbers are drawn only by ALTER EXTENSION eventsourced UPDATE")));
 	PreventCommandIfParallelMode("eventsourced.draw_snapshot_change()");
-	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq));
+	es_position_forget();
+	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq, true));
 }

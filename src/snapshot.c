@@ -82,6 +82,8 @@ es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 	bool		isnull;
 	bool		newer;
 
+	if (!binary)
+		es_check_state_text(state);
 	old = es_open_entity_row(&w, cat->snapshots, cat->snapshots_pkey, es_snapshots_natts(),
 							 es_snapshots_types, entity);
 	newer = old != NULL &&
@@ -98,7 +100,7 @@ es_write_snapshot(const EsEntity *entity, int64 seq_no, Datum state, bool binary
 		slot->tts_isnull[Anum_es_snapshots_state_bytes - 1] = !binary;
 		if (es_snapshots_natts() == Natts_es_snapshots)
 			slot->tts_values[Anum_es_snapshots_change - 1] =
-				Int64GetDatum(es_feed_draw_position(cat->position_seq));
+				Int64GetDatum(es_feed_draw_position(cat->position_seq, false));
 		ExecStoreVirtualTuple(slot);
 		es_table_put(&w, old, slot);
 	}

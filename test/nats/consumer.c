@@ -10,6 +10,8 @@
  *        consumer NATS_URL --request SUBJECT BODY [HEADER=VALUE ...]   (prints the reply)
  *        consumer NATS_URL --send SUBJECT REPLY_SUBJECT BODY   (a request, no wait)
  *        consumer NATS_URL --publish SUBJECT BODY KEY=VALUE...  (into JetStream)
+ *        consumer NATS_URL --delete STREAM FROM TO   (deletes sequences FROM..TO)
+ *        consumer NATS_URL --kv-create BUCKET MAX_VALUE_SIZE
  * Line: seq TAB subject TAB then the headers Nats-Msg-Id,
  * Eventsourced-Position, Eventsourced-Seq-No, Eventsourced-Event-Type,
  * Eventsourced-Event-Id, Eventsourced-Metadata ("-" when absent), TAB the
@@ -113,6 +115,43 @@ publish(natsConnection *nc, int argc, char **argv)
 	return s == NATS_OK ? 0 : 1;
 }
 
+/* Deletes the stream's messages FROM..TO (a gap, as purges and limits leave). */
+static int
+delete_range(natsConnection *nc, const char *stream, uint64_t from, uint64_t to)
+{
+	jsCtx	   *js = NULL;
+	jsErrCode	jerr = 0;
+	natsStatus	s = natsConnection_JetStream(&js, nc, NULL);
+
+	for (uint64_t seq = from; s == NATS_OK && seq <= to; seq++)
+		s = js_DeleteMsg(js, stream, seq, NULL, &jerr);
+	if (s != NATS_OK)
+		fprintf(stderr, "consumer: %s (%d)\n", natsStatus_GetText(s), (int) jerr);
+	jsCtx_Destroy(js);
+	return s == NATS_OK ? 0 : 1;
+}
+
+/* Creates a KV bucket whose values may take at most max_value bytes. */
+static int
+kv_create(natsConnection *nc, const char *bucket, int max_value)
+{
+	jsCtx	   *js = NULL;
+	kvStore    *kv = NULL;
+	kvConfig	cfg;
+	natsStatus	s = natsConnection_JetStream(&js, nc, NULL);
+
+	kvConfig_Init(&cfg);
+	cfg.Bucket = bucket;
+	cfg.MaxValueSize = max_value;
+	if (s == NATS_OK)
+		s = js_CreateKeyValue(&kv, js, &cfg);
+	if (s != NATS_OK)
+		fprintf(stderr, "consumer: %s\n", natsStatus_GetText(s));
+	kvStore_Destroy(kv);
+	jsCtx_Destroy(js);
+	return s == NATS_OK ? 0 : 1;
+}
+
 int
 main(int argc, char **argv)
 {
@@ -149,6 +188,24 @@ main(int argc, char **argv)
 
 		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
 			rc = publish(nc, argc - 3, argv + 3);
+		natsConnection_Destroy(nc);
+		return rc;
+	}
+	if (argc == 6 && strcmp(argv[2], "--delete") == 0)
+	{
+		int			rc = 1;
+
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
+			rc = delete_range(nc, argv[3], strtoull(argv[4], NULL, 10), strtoull(argv[5], NULL, 10));
+		natsConnection_Destroy(nc);
+		return rc;
+	}
+	if (argc == 5 && strcmp(argv[2], "--kv-create") == 0)
+	{
+		int			rc = 1;
+
+		if (natsConnection_ConnectTo(&nc, argv[1]) == NATS_OK)
+			rc = kv_create(nc, argv[3], atoi(argv[4]));
 		natsConnection_Destroy(nc);
 		return rc;
 	}

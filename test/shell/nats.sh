@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 39 (test/run fails when a different number of checks ran)
+# checks: 44 (test/run fails when a different number of checks ran)
 # eventsourced-nats (nats/): the relay from the feed to NATS JetStream.
 # Starts its own cluster (port PGPORT + 22, so that it can restart it) and
 # its own nats-server (loopback, port ES_NATS_TEST_PORT, default PGPORT -
@@ -361,6 +361,63 @@ check "a snapshot larger than max_payload is skipped, named; the next one is mir
     "$?:$(grep -c "skipping snapshot change $huge: its value takes" "$work/huge.log"):$("$work/consumer" "$nurl" KV_snapshots_cart | grep -c $'\t\\$KV.snapshots_cart.after-huge\t'):$(q "SELECT snapshot_change = (SELECT max(change) FROM eventsourced.snapshots) FROM eventsourced_nats.relays WHERE name = 'main'")" \
     "0:1:1:t"
 
+# A stream with a long gap of deleted messages (purges, limits): the
+# snapshot of an event behind the gap is found (the relay asks the server
+# for the first message at or after a sequence, whatever lies between).
+q "SELECT eventsourced.append('gapt', 'g0', 0, 'E', '{}');
+   SELECT eventsourced.append('gapt', 'f' || i, 0, 'E', '{}') FROM generate_series(1, 150) i;
+   SELECT eventsourced.append('gapt', 'g1', 0, 'E', '{}');
+   SELECT eventsourced.append('gapt', 'g1', 1, 'E', '{}')" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name gap --stream gap --types gapt \
+    --exit-when-idle >"$work/gap.log" 2>&1
+"$work/consumer" "$nurl" --delete gap 2 151 || echo "# the consumer could not delete messages"
+q "SELECT eventsourced.save_snapshot('gapt', 'g1', 1, '{\"gap\": 1}')" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name gap --stream gap --types gapt \
+    --snapshots --exit-when-idle >>"$work/gap.log" 2>&1
+gap_rc=$?
+gap_seq=$("$work/consumer" "$nurl" gap | awk -F'\t' '$2 == "gap.gapt.g1" && $5 == 1 { print $1 }')
+check "a snapshot of an event behind 150 deleted stream messages is mirrored with its stream sequence" \
+    "$gap_rc:$("$work/consumer" "$nurl" gap | grep -c deleted):$("$work/consumer" "$nurl" KV_snapshots_gapt |
+        awk -F'\t' '$2 == "$KV.snapshots_gapt.g1" { print $9 }' | xxd -r -p |
+        protoc --decode=eventsourced.Snapshot "${proto[@]}" | grep '^seq_no')" "0:150:seq_no: ${gap_seq:-none}"
+show "$work/gap.log" 4
+
+# A KV put that JetStream refuses for good (here a bucket made beforehand
+# with values of at most 64 bytes) is skipped, naming the change and the
+# reason, not retried forever; the next snapshot change is mirrored.
+"$work/consumer" "$nurl" --kv-create snapshots_smallkv 64 || echo "# the consumer could not create the bucket"
+q "SELECT eventsourced.append('smallkv', 's' || i, 0, 'E', '{}') FROM generate_series(1, 2) i;
+   SELECT eventsourced.save_snapshot('smallkv', 's1', 1, jsonb_build_object('big', repeat('x', 200)));
+   SELECT eventsourced.save_snapshot('smallkv', 's2', 1, '{\"ok\": 1}')" >/dev/null
+small=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_type = 'smallkv' AND entity_id = 's1'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name smallkv --stream smallkv --types smallkv \
+    --snapshots --exit-when-idle >"$work/smallkv.log" 2>&1
+check "a KV put refused for good is skipped, naming change and reason; the next one is mirrored" \
+    "$?:$(grep -c "skipping snapshot change $small: KV bucket \"snapshots_smallkv\" refused its value of [0-9]* bytes for good: .*(JetStream error 10054)" "$work/smallkv.log"):$("$work/consumer" "$nurl" KV_snapshots_smallkv | cut -f2 | tr '\n' ' ')" \
+    "0:1:\$KV.snapshots_smallkv.s2 "
+show "$work/smallkv.log" 3
+
+# --max-buckets: no snapshot bucket is created beyond that many; a new
+# type's snapshots are then skipped with a message (a role that saves
+# snapshots of ever new types cannot make the relay create streams without end).
+q "SELECT eventsourced.append('capt', 'c1', 0, 'E', '{}');
+   SELECT eventsourced.save_snapshot('capt', 'c1', 1, '{\"cap\": 1}')" >/dev/null
+cap=$(q "SELECT change FROM eventsourced.snapshots WHERE entity_type = 'capt'")
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name cap --stream cap --types capt \
+    --snapshots --max-buckets 2 --exit-when-idle >"$work/cap.log" 2>&1
+check "beyond --max-buckets a new type's snapshot is skipped, named, and no bucket is made" \
+    "$?:$(grep -c "skipping snapshot change $cap: KV bucket \"snapshots_capt\" does not exist and 2 snapshot buckets do" "$work/cap.log"):$("$work/consumer" "$nurl" KV_snapshots_capt 2>&1 | grep -ci 'not found'):$(q "SELECT snapshot_change >= $cap FROM eventsourced_nats.relays WHERE name = 'cap'")" \
+    "0:1:1:t"
+show "$work/cap.log" 2
+
+# A snapshot checkpoint at or above the store's feed horizon (a database
+# restored from a backup) is refused, naming what to do.
+q "UPDATE eventsourced_nats.relays SET snapshot_change = 999999999 WHERE name = 'cap'" >/dev/null
+timeout 60 "$relay_bin" --source "$src" --nats "$nurl" --name cap --stream cap --types capt \
+    --snapshots --exit-when-idle >"$work/cap_ahead.log" 2>&1
+check "a snapshot checkpoint above the feed horizon is refused, naming the buckets' purge" \
+    "$?:$(grep -c 'snapshot checkpoint "cap" is at change 999999999, but the store.s feed horizon is [0-9]* (was the database restored from a backup?); refusing to go on: purge the snapshots_\* buckets' "$work/cap_ahead.log")" "1:1"
+
 # An event larger than max_payload (1 MB by default) stops the relay with
 # an error naming its position; the events before it are published.
 q "SELECT eventsourced.append('cart', 'big-before', 0, 'Small', '{}')" >/dev/null
@@ -378,6 +435,7 @@ q "CREATE ROLE es_nats_relay LOGIN; CREATE ROLE es_nats_other LOGIN;
    GRANT EXECUTE ON FUNCTION eventsourced.read_all(bigint, integer) TO es_nats_relay, es_nats_other;
    GRANT SELECT ON eventsourced.snapshots TO es_nats_relay;
    GRANT EXECUTE ON FUNCTION eventsourced.snapshot_changes(bigint, integer) TO es_nats_relay;
+   GRANT EXECUTE ON FUNCTION eventsourced.feed_horizon() TO es_nats_relay;
    ALTER SCHEMA eventsourced_nats RENAME TO eventsourced_nats_super;
    CREATE SCHEMA eventsourced_nats AUTHORIZATION es_nats_relay" >/dev/null
 lp="host=$work/pg port=$pgport user=es_nats_relay dbname=$db"
@@ -464,6 +522,10 @@ timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name 
     --types cart --nkey "$nkey_pub" --nkey-seed "$work/nkey.seed" --exit-when-idle >"$work/auth2.log" 2>&1
 check "with --nkey and --nkey-seed the relay publishes" \
     "$?:$(q "SELECT position FROM eventsourced_nats.relays WHERE name = 'auth2'")" "0:$feed_end"
+timeout 30 "$relay_bin" --source "$src" --nats "nats://127.0.0.1:$nport" --name auth2 --stream auth2 \
+    --types cart --nkey "$nkey_pub" --nkey-seed "$work/missing.seed" --exit-when-idle >"$work/auth4.log" 2>&1
+check "a missing --nkey-seed file is named and refused at start, not retried" \
+    "$?:$(grep -c "cannot read --nkey-seed file \"$work/missing.seed\": No such file or directory" "$work/auth4.log")" "2:1"
 timeout 3 "$relay_bin" --source "$src" --nats "nats://relay:wrong@127.0.0.1:$nport" --name auth3 \
     --stream auth3 --exit-when-idle >"$work/auth3.log" 2>&1
 check "a wrong password is refused by nats-server, and retried; the password is not shown" \
