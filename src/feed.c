@@ -39,10 +39,12 @@
  * position drawn.
  *
  * From 0.5.0 on, snapshot writes draw positions too (their change numbers,
- * snapchanges.c), and "the highest position" above is the higher of the
- * position index's and the snapshot change index's: the same argument then
- * holds for both, and for a reader of either, a position drawn by the other
- * is only a gap.
+ * snapchanges.c).  A reader of events takes "the highest position" above
+ * from the position index, a reader of snapshot changes from the change
+ * index: any of its positions at or below that index's highest key was
+ * drawn before the reader read it, which is all the argument needs; a
+ * position drawn by the other kind is only a gap.  feed_horizon() reads
+ * both.
  *
  * Transactions that appended cannot be prepared (two-phase commit): the
  * horizon would be held by a transaction no backend owns any more.

@@ -7,8 +7,8 @@
  * snapshot row (save_snapshot, save_snapshot_bytes, save_snapshot_pb and
  * handle_command's snapshots, all through snapshot.c) draws a change number
  * from the event positions (es_feed_draw_position), kept in the row's
- * "change" column with a unique index.  The feed's horizon (feed.c) counts
- * that index too, so exactly the promise of the event feed holds: a change
+ * "change" column with a unique index.  A reader's horizon (feed.c) comes
+ * from that index, so exactly the promise of the event feed holds: a change
  * below the horizon belongs to a transaction that has ended.  A reader that
  * pages by the last change it received therefore never misses the current
  * snapshot of an entity: a write it has not seen either is below the
@@ -25,6 +25,8 @@
 #include "executor/spi.h"
 #include "funcapi.h"
 #include "miscadmin.h"
+#include "storage/lmgr.h"
+#include "storage/lock.h"
 #include "utils/builtins.h"
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
@@ -194,7 +196,21 @@ PG_FUNCTION_INFO_V1(eventsourced_draw_snapshot_change);
 Datum
 eventsourced_draw_snapshot_change(PG_FUNCTION_ARGS)
 {
+	Oid			seqid = es_catalog()->position_seq;
+	LOCKTAG		tag;
+	int64		change;
+
 	PreventCommandIfParallelMode("eventsourced.draw_snapshot_change()");
+	/*
+	 * Serialize with refills of position.c (same lock order): a nextval()
+	 * between a refill's nextval() and setval() would fall inside the new
+	 * block and be handed out again, lower, after this change.
+	 */
+	LockRelationOid(seqid, RowExclusiveLock);
+	SET_LOCKTAG_ADVISORY(tag, MyDatabaseId, 0, 0, ES_LOCK_POSITION);
+	(void) LockAcquire(&tag, ExclusiveLock, false, false);
 	es_position_forget();
-	PG_RETURN_INT64(es_feed_draw_position(es_catalog()->position_seq, true));
+	change = es_feed_draw_position(seqid, true);
+	LockRelease(&tag, ExclusiveLock, false);
+	PG_RETURN_INT64(change);
 }

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# checks: 13 (test/run fails when a different number of checks ran)
+# checks: 14 (test/run fails when a different number of checks ran)
 # Positions handed out in blocks from shared memory (library preloaded):
 # they grow in the order appends draw them, stay above every stored one
 # after a crash and a restart, start again after DROP/CREATE EXTENSION or
@@ -165,3 +165,15 @@ dropdb $clone
 q postgres "CREATE DATABASE $clone TEMPLATE $tmpl OID $oid" >/dev/null
 q $clone "SELECT eventsourced.append('pos', 'c', 0, 'E', '{}')" >/dev/null
 check "a database re-created with a dropped one's OID starts afresh (seq_no 1 at position 1)" "$(q $clone "$maxpos")" "1"
+
+# draw_snapshot_change() (the default of snapshots.change, drawn by the
+# 0.5.0 update and by restoring a 0.4.0 dump) draws from the sequence while
+# appends draw from blocks: it waits for a refill in progress, so it never
+# takes a number that a block hands out again (482 of them did before).
+q $db "CREATE TABLE drawn (v bigint)" >/dev/null
+echo "INSERT INTO drawn SELECT eventsourced.draw_snapshot_change();" >"$work/draw.sql"
+printf '%s\n' '\set e random(1, 50)' "SELECT eventsourced.append('drawn', 'e' || :e, NULL, 'E', '{}');" >"$work/app.sql"
+pgbench -n -M prepared -c 6 -j 2 -T 6 -f "$work/draw.sql" -f "$work/app.sql" $db >/dev/null 2>&1
+check "numbers drawn by draw_snapshot_change() while appends refill blocks are never handed out again" \
+      "$(q $db "SELECT (SELECT count(*) FROM drawn) > 100 AND (SELECT count(*) FROM eventsourced.events WHERE entity_type = 'drawn') > 100")|$(q $db "SELECT count(*) FROM drawn d JOIN eventsourced.events e ON e.position = d.v") $(q $db "SELECT count(*) - count(DISTINCT v) FROM drawn")" \
+      "t|0 0"
