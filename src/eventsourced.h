@@ -192,6 +192,8 @@ extern Snapshot es_feed_snapshot(int which, int64 *horizon);
 typedef void (*EsFeedEmit) (TupleTableSlot *slot, void *arg);
 extern int32 es_feed_scan(const EsFeedRequest *req, EsFeedEmit emit, void *arg, int64 *resume);
 extern void es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req);
+extern int64 es_feed_after_arg(FunctionCallInfo fcinfo, int argno, const char *name);
+extern int32 es_feed_max_count_arg(FunctionCallInfo fcinfo, int argno);
 
 /* notify.c */
 extern bool es_notify_enabled;

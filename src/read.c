@@ -22,24 +22,46 @@
 #include "utils/snapmgr.h"
 #include "utils/tuplestore.h"
 
-/* The after_position argument of a feed function, validated */
-static int64
-es_feed_after_arg(FunctionCallInfo fcinfo, int argno)
+/*
+ * The position argument a feed reader resumes after (after_position, or
+ * snapshot_changes' after_change: its name), validated
+ */
+int64
+es_feed_after_arg(FunctionCallInfo fcinfo, int argno, const char *name)
 {
 	int64		after;
 
 	if (PG_ARGISNULL(argno))
 		ereport(ERROR,
 				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("after_position must not be null"),
+				 errmsg("%s must not be null", name),
 				 errhint("Pass 0 to read from the beginning.")));
 	after = PG_GETARG_INT64(argno);
 	if (after < 0)
 		ereport(ERROR,
 				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("after_position must not be negative"),
-				 errdetail("after_position was " INT64_FORMAT ".", after)));
+				 errmsg("%s must not be negative", name),
+				 errdetail("%s was " INT64_FORMAT ".", name, after)));
 	return after;
+}
+
+/* The max_count argument of a feed reader, validated */
+int32
+es_feed_max_count_arg(FunctionCallInfo fcinfo, int argno)
+{
+	int32		max_count;
+
+	if (PG_ARGISNULL(argno))
+		ereport(ERROR,
+				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
+				 errmsg("max_count must not be null")));
+	max_count = PG_GETARG_INT32(argno);
+	if (max_count < 0)
+		ereport(ERROR,
+				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
+				 errmsg("max_count must not be negative"),
+				 errdetail("max_count was %d.", max_count)));
+	return max_count;
 }
 
 /*
@@ -53,17 +75,8 @@ es_feed_args(FunctionCallInfo fcinfo, bool by_type, EsFeedRequest *req)
 
 	req->entity_type = by_type ?
 		es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN) : NULL;
-	req->after_position = es_feed_after_arg(fcinfo, argno);
-	if (PG_ARGISNULL(argno + 1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_count must not be null")));
-	req->max_count = PG_GETARG_INT32(argno + 1);
-	if (req->max_count < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_count must not be negative"),
-				 errdetail("max_count was %d.", req->max_count)));
+	req->after_position = es_feed_after_arg(fcinfo, argno, "after_position");
+	req->max_count = es_feed_max_count_arg(fcinfo, argno + 1);
 }
 
 /*
@@ -362,7 +375,7 @@ eventsourced_feed_checkpoint(PG_FUNCTION_ARGS)
 
 	req.entity_type = PG_ARGISNULL(0) ? NULL :
 		es_name_arg(fcinfo, 0, "entity_type", ES_MAX_TYPE_LEN);
-	req.after_position = es_feed_after_arg(fcinfo, 1);
+	req.after_position = es_feed_after_arg(fcinfo, 1, "after_position");
 	req.max_count = 1;
 	es_check_select(es_catalog()->events);
 	if (es_feed_scan(&req, es_feed_note_position, &next, &resume) > 0)

@@ -50,33 +50,6 @@ static const char *const snapshot_changes_sql =
 "WHERE s.change OPERATOR(pg_catalog.>) $1 AND s.change OPERATOR(pg_catalog.<) $2 "
 "ORDER BY s.change LIMIT $3";
 
-/* The arguments (after_change, max_count), validated */
-static void
-es_snapshot_changes_args(FunctionCallInfo fcinfo, int64 *after, int32 *max_count)
-{
-	if (PG_ARGISNULL(0))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("after_change must not be null"),
-				 errhint("Pass 0 to read from the beginning.")));
-	if (PG_ARGISNULL(1))
-		ereport(ERROR,
-				(errcode(ERRCODE_NULL_VALUE_NOT_ALLOWED),
-				 errmsg("max_count must not be null")));
-	*after = PG_GETARG_INT64(0);
-	*max_count = PG_GETARG_INT32(1);
-	if (*after < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("after_change must not be negative"),
-				 errdetail("after_change was " INT64_FORMAT ".", *after)));
-	if (*max_count < 0)
-		ereport(ERROR,
-				(errcode(ERRCODE_INVALID_PARAMETER_VALUE),
-				 errmsg("max_count must not be negative"),
-				 errdetail("max_count was %d.", *max_count)));
-}
-
 /* Refuse a store whose snapshots have no change numbers (before 0.5.0) */
 static void
 es_require_snapshot_changes(void)
@@ -164,7 +137,8 @@ eventsourced_snapshot_changes(PG_FUNCTION_ARGS)
 	int64		after;
 	int32		max_count;
 
-	es_snapshot_changes_args(fcinfo, &after, &max_count);
+	after = es_feed_after_arg(fcinfo, 0, "after_change");
+	max_count = es_feed_max_count_arg(fcinfo, 1);
 	InitMaterializedSRF(fcinfo, 0);
 	es_require_snapshot_changes();
 	es_check_select(es_catalog()->snapshots);
